@@ -1,0 +1,99 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Plugin sandboxes with libseccomp. Two modes:
+ * - allowlist (extra_syscalls != NULL): a base set that libuv, glibc's malloc
+ *   and the SDK need, plus the plugin's extras; anything else kills the process.
+ * - denylist (extra_syscalls == NULL): everything is allowed except `denied`
+ *   and a fixed set no plugin needs (kernel modules, kexec, reboot, ...).
+ * Either way a violation kills only this plugin; the core restarts it. */
+#include <errno.h>
+#include <seccomp.h>
+#include <string.h>
+
+#include "berth/plugin.h"
+
+static const char *const always_denied[] = {
+    "kexec_load", "kexec_file_load", "init_module", "finit_module", "delete_module",
+    "reboot", "swapon", "swapoff", "acct", "iopl", "ioperm", "bpf", "perf_event_open",
+    "userfaultfd", "open_by_handle_at", "lookup_dcookie", "quotactl", "add_key",
+    "request_key", "keyctl", "settimeofday", "clock_settime", "adjtimex", "clock_adjtime",
+    "syslog", "vhangup", NULL,
+};
+
+static const char *const base_allowed[] = {
+    "read", "write", "readv", "writev", "pread64", "pwrite64", "preadv", "pwritev", "close",
+    "fstat", "newfstatat", "statx", "lseek", "mmap", "munmap", "mprotect", "mremap", "madvise",
+    "brk", "rt_sigaction", "rt_sigprocmask", "rt_sigreturn", "sigaltstack", "ioctl", "poll",
+    "ppoll", "epoll_create1", "epoll_ctl", "epoll_wait", "epoll_pwait", "eventfd2", "pipe2",
+    "socket", "connect", "accept4", "sendto", "recvfrom", "sendmsg", "recvmsg", "shutdown",
+    "getsockopt", "setsockopt", "getsockname", "getpeername", "socketpair", "fcntl", "dup",
+    "dup2", "dup3", "openat", "open", "getdents64", "getcwd", "futex", "set_robust_list",
+    "get_robust_list", "clone", "clone3", "exit", "exit_group", "getpid", "gettid", "getppid",
+    "getuid", "geteuid", "getgid", "getegid", "tgkill", "kill", "clock_gettime",
+    "clock_getres", "clock_nanosleep", "nanosleep", "gettimeofday", "sched_yield",
+    "sched_getaffinity", "getrandom", "prctl", "arch_prctl", "uname", "sysinfo", "getrlimit",
+    "prlimit64", "rseq", "set_tid_address", "timerfd_create", "timerfd_settime",
+    "signalfd4", "wait4", "waitid", "umask", "fsync", "fdatasync", "sync_file_range",
+    "ftruncate", "fallocate", "rename", "renameat", "renameat2", "unlink", "unlinkat",
+    "mkdir", "mkdirat", "rmdir", "flock", "fchmod", "fchmodat", "fchown", "fchownat",
+    "utimensat", "readlink", "readlinkat", "access", "faccessat", "faccessat2", "statfs",
+    "fstatfs", "linkat", "symlinkat", "copy_file_range", "sendfile", "splice", "membarrier",
+    "getpgrp", "setsid", "getgroups", NULL,
+};
+
+int berth_plugin_sandbox(berth_plugin_t *p, const char *const *extra_syscalls,
+                         const char *const *denied, berth_error_t **err)
+{
+    bool allowlist = extra_syscalls != NULL;
+    scmp_filter_ctx ctx = seccomp_init(allowlist ? SCMP_ACT_KILL_PROCESS : SCMP_ACT_ALLOW);
+    if (!ctx)
+        return berth_error_set(err, BERTH_E_INTERNAL, "seccomp_init failed");
+    /* Containers are never started below a sandboxed process (ARCHITECTURE.md),
+     * so NO_NEW_PRIVS here does not reach them. */
+    seccomp_attr_set(ctx, SCMP_FLTATR_CTL_NNP, 1);
+    int rc = 0;
+    const char *bad = NULL;
+    if (allowlist) {
+        const char *const *lists[2] = {base_allowed, extra_syscalls};
+        for (int l = 0; l < 2; l++)
+            for (size_t i = 0; lists[l][i]; i++) {
+                int nr = seccomp_syscall_resolve_name(lists[l][i]);
+                if (nr == __NR_SCMP_ERROR)
+                    continue; /* unknown on this arch/libseccomp: skip */
+                if ((rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, nr, 0)) < 0) {
+                    bad = lists[l][i];
+                    goto out;
+                }
+            }
+        if (denied)
+            for (size_t i = 0; denied[i]; i++) {
+                int nr = seccomp_syscall_resolve_name(denied[i]);
+                if (nr != __NR_SCMP_ERROR)
+                    seccomp_rule_add(ctx, SCMP_ACT_KILL_PROCESS, nr, 0);
+            }
+    } else {
+        const char *const *lists[2] = {always_denied, denied};
+        for (int l = 0; l < 2; l++) {
+            if (!lists[l])
+                continue;
+            for (size_t i = 0; lists[l][i]; i++) {
+                int nr = seccomp_syscall_resolve_name(lists[l][i]);
+                if (nr == __NR_SCMP_ERROR)
+                    continue;
+                if ((rc = seccomp_rule_add(ctx, SCMP_ACT_KILL_PROCESS, nr, 0)) < 0) {
+                    bad = lists[l][i];
+                    goto out;
+                }
+            }
+        }
+    }
+    rc = seccomp_load(ctx);
+    if (rc < 0)
+        bad = "(load)";
+out:
+    seccomp_release(ctx);
+    if (rc < 0)
+        return berth_error_set(err, BERTH_E_INTERNAL, "sandbox for %s: seccomp rule %s: %s",
+                               berth_plugin_id(p), bad ? bad : "?", strerror(-rc));
+    berth_log(BERTH_LOG_INFO, "msg=\"sandbox applied\" mode=%s", allowlist ? "allowlist" : "denylist");
+    return 0;
+}

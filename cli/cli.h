@@ -118,3 +118,7 @@ void cli_print_json_compact(const msgpack_object *o, FILE *out);
 /** Splits "k=v" ("k" alone means "k=true", like ctr). Returns -1 on an empty
  * key. The key is borrowed from kv with length *klen. */
 int cli_label_split(const char *kv, size_t *klen, const char **val);
+/** For getopt_long users (set opterr = 0): reports the flag getopt rejected
+ * (it returned '?' or ':') as `berth: unknown flag --x for "berth CMD"; run
+ * `berth CMD --help`` and exits 1. `cmd` is e.g. "plugins ls". */
+void cli_flag_error(const char *cmd, int ret, char **argv) __attribute__((noreturn));

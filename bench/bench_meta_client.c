@@ -6,6 +6,7 @@
  *   bench-meta-client SOCK get N [NAMESPACE]      N images.get of distinct images
  *   bench-meta-client SOCK filter N [NAMESPACE]   N images.list name==<one image> (a scan)
  *   bench-meta-client SOCK list N [NAMESPACE]     N full images.list
+ * An optional 5th argument offsets the image numbers (parallel runs).
  * Prints "<op> n=N seconds=S rate=R/s median_us=.. p99_us=..". */
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,6 +36,7 @@ int main(int argc, char **argv)
     }
     const char *sock = argv[1], *op = argv[2], *ns = argc > 4 ? argv[4] : "bench";
     size_t n = strtoull(argv[3], NULL, 10);
+    size_t base = argc > 5 ? strtoull(argv[5], NULL, 10) : 0;
     berth_error_t *err = NULL;
     berth_client_t *c = berth_client_connect(sock, 0, &err);
     if (!c) {
@@ -48,7 +50,7 @@ int main(int argc, char **argv)
         berth_mpbuf_t b;
         berth_mpbuf_init(&b);
         char name[96];
-        snprintf(name, sizeof(name), "registry.bench.local/app/img-%zu:latest", i);
+        snprintf(name, sizeof(name), "registry.bench.local/app/img-%zu:latest", base + i);
         const char *method = "images.list";
         if (strcmp(op, "create") == 0) {
             method = "images.create";
@@ -61,7 +63,7 @@ int main(int argc, char **argv)
             msgpack_pack_map(&b.pk, 3);
             berth_mp_kv_str(&b.pk, "media_type", "application/vnd.oci.image.manifest.v1+json");
             char dg[80];
-            snprintf(dg, sizeof(dg), "sha256:%064zx", i + 1);
+            snprintf(dg, sizeof(dg), "sha256:%064zx", base + i + 1);
             berth_mp_kv_str(&b.pk, "digest", dg);
             berth_mp_kv_u64(&b.pk, "size", 1234);
             berth_mp_pack_str(&b.pk, "labels");

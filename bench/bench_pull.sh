@@ -11,6 +11,7 @@
 #   BERTH_BIN=build/bin bench/bench_pull.sh            (needs root)
 #   env: RUNS=3  BIG_LAYER_FILES=6200  BIG_LAYER_MB=215  BENCH_CACHE=/var/tmp/berth-bench-images
 #        DROP_CACHES=1 (drop the page cache before each run: cold binaries too)
+#        BENCH_PLUGINS='{"gc": {"enabled": false}}' (plugins JSON for berth_start_daemon)
 set -euo pipefail
 
 SRC=$(cd "$(dirname "$0")/.." && pwd)
@@ -135,7 +136,7 @@ stop_containerd() {
 median() { sort -n | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : int((a[NR/2]+a[NR/2+1])/2)}'; }
 
 time_berth() { # image → ms of a cold pull (fresh root)
-    berth_start_daemon >/dev/null
+    berth_start_daemon "${BENCH_PLUGINS:-{\}}" >/dev/null
     local t0 t1
     t0=$(now_ms)
     berth images pull --plain-http "$REG/$1" >/dev/null 2>&1

@@ -39,13 +39,43 @@ void cli_die(const char *fmt, ...)
     exit(1);
 }
 
+/* What to do next, for errors whose message does not already say it (the
+ * convention for a message that does: a `command` in backquotes or an
+ * " — " clause). */
+static const char *next_step(const berth_error_t *err)
+{
+    const char *m = err->message ? err->message : "";
+    if (strchr(m, '`') || strstr(m, " \xe2\x80\x94 "))
+        return "";
+    switch (err->code) {
+    case BERTH_E_DEADLINE_EXCEEDED:
+        if (strstr(m, "--timeout") || strstr(m, "--connect-timeout"))
+            return "";
+        return cli_g.timeout_ms ? " \xe2\x80\x94 allow more time with a larger --timeout"
+                                : " \xe2\x80\x94 allow more time with --timeout, e.g. --timeout 5m";
+    case BERTH_E_UNAVAILABLE:
+        return " \xe2\x80\x94 check `berth plugins ls` and berthd's log (journalctl -u berth), "
+               "then retry";
+    case BERTH_E_UNIMPLEMENTED:
+        return " \xe2\x80\x94 the plugin serving it is not running or not configured; check "
+               "`berth plugins ls`";
+    case BERTH_E_PERMISSION_DENIED:
+        return " \xe2\x80\x94 run as root or as a member of the group set in berthd's config";
+    case BERTH_E_INTERNAL:
+        return " \xe2\x80\x94 this is a bug in berth; berthd's log has the details "
+               "(journalctl -u berth)";
+    default:
+        return "";
+    }
+}
+
 void cli_die_err(berth_error_t *err)
 {
     if (!err)
         cli_die("unknown error");
     if (cli_g.debug)
-        cli_die("%s (%s)", err->message, berth_code_name(err->code));
-    cli_die("%s", err->message);
+        cli_die("%s%s (%s)", err->message, next_step(err), berth_code_name(err->code));
+    cli_die("%s%s", err->message, next_step(err));
 }
 
 /* --- connection and calls ------------------------------------------------ */

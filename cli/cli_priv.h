@@ -26,6 +26,14 @@ typedef struct {
 extern const cli_group_t cli_groups[];
 extern const size_t cli_ngroups;
 
+/** Prints `berth --help` (the global usage). */
+void cli_usage(FILE *out);
+/** Prints `berth completion --help`. */
+void cli_completion_usage(FILE *out);
+/** `berth __gen-docs`: manual pages and docs/cli.md from the help texts
+ * (gendocs.c). Returns the exit code. */
+int cli_gen_docs(int argc, char **argv);
+
 /** Installs the SIGINT handler: during a call Ctrl-C sends `$cancel` and the
  * CLI exits 130; outside a call it exits 130 at once. */
 void cli_setup_signals(void);

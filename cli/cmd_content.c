@@ -167,10 +167,10 @@ static int content_get(int argc, char **argv)
 
 typedef struct {
     const char *ref;
-    bool have_offset;  /* the server told us where to start */
+    bool have_offset; /* the server told us where to start */
     bool existed;
-    uint64_t offset;   /* where the server resumes */
-    uint64_t sent;     /* bytes sent from offset on */
+    uint64_t offset; /* where the server resumes */
+    uint64_t sent;   /* bytes sent from offset on */
     uint64_t total;
     bool eof;
     uint8_t *buf;
@@ -343,8 +343,8 @@ static int content_ingest(int argc, char **argv)
     }
     free(labels);
 
-    ingest_state_t st = {.ref = ref, .total = size, .progress = isatty(STDERR_FILENO),
-                         .t0 = berth_mono_ms()};
+    ingest_state_t st = {
+        .ref = ref, .total = size, .progress = isatty(STDERR_FILENO), .t0 = berth_mono_ms()};
     st.buf = malloc(INGEST_CHUNK);
     if (!st.buf)
         cli_die("out of memory");
@@ -357,8 +357,7 @@ static int content_ingest(int argc, char **argv)
      * (failed_precondition before the server named an offset). */
     for (unsigned delay_ms = 20, waited = 0;; waited += delay_ms, delay_ms *= 2) {
         rc = cli_try_call("content.write", &b, ingest_stream, ingest_upload, &st, &res, &err);
-        if (rc == 0 || st.have_offset || err->code != BERTH_E_FAILED_PRECONDITION ||
-            waited >= 1500)
+        if (rc == 0 || st.have_offset || err->code != BERTH_E_FAILED_PRECONDITION || waited >= 1500)
             break;
         berth_error_free(&err);
         usleep(delay_ms * 1000);
@@ -569,8 +568,8 @@ static const cli_subcmd_t content_cmds[] = {
      "writer is using now is refused.\n",
      content_abort, false},
     {"rm|delete|del|remove", "DIGEST...", "Remove content from the namespace",
-     "The bytes are freed by garbage collection once no namespace references them.\n",
-     content_rm, false},
+     "The bytes are freed by garbage collection once no namespace references them.\n", content_rm,
+     false},
     {"label", "DIGEST [KEY=VALUE...]", "Set or remove labels of content",
      "KEY= (empty value) removes the label; the resulting labels are printed.\n"
      "\n"

@@ -199,18 +199,33 @@ static int parse_rflags(const char *cmd, int argc, char **argv, rflags_t *f)
     opterr = 0;
     while ((o = getopt_long(argc, argv, ":u:k", opts, NULL)) != -1) {
         switch (o) {
-        case 'p': f->platform = optarg; break;
-        case 'a': f->all = true; break;
-        case 'H': f->plain = true; break;
-        case 'k': f->skip = true; break;
-        case 'u': f->user = optarg; break;
-        case 'n': f->no_unpack = true; break;
-        case 'f': f->json = cli_format_is_json(optarg); break;
+        case 'p':
+            f->platform = optarg;
+            break;
+        case 'a':
+            f->all = true;
+            break;
+        case 'H':
+            f->plain = true;
+            break;
+        case 'k':
+            f->skip = true;
+            break;
+        case 'u':
+            f->user = optarg;
+            break;
+        case 'n':
+            f->no_unpack = true;
+            break;
+        case 'f':
+            f->json = cli_format_is_json(optarg);
+            break;
         case 'm':
             if (!parse_uint(optarg, &f->max_conc) || f->max_conc == 0)
                 cli_die("--max-concurrent-downloads needs a positive number");
             break;
-        default: cli_flag_error(cmd, o, argv);
+        default:
+            cli_flag_error(cmd, o, argv);
         }
     }
     return optind;
@@ -284,8 +299,14 @@ static int do_pull(const char *method, int argc, char **argv)
     return 0;
 }
 
-static int images_pull(int argc, char **argv) { return do_pull("images.pull", argc, argv); }
-static int images_fetch(int argc, char **argv) { return do_pull("content.fetch", argc, argv); }
+static int images_pull(int argc, char **argv)
+{
+    return do_pull("images.pull", argc, argv);
+}
+static int images_fetch(int argc, char **argv)
+{
+    return do_pull("content.fetch", argc, argv);
+}
 
 static int images_push(int argc, char **argv)
 {
@@ -293,7 +314,8 @@ static int images_push(int argc, char **argv)
     int first = parse_rflags("images push", argc, argv, &f);
     int n = argc - first;
     if (n < 1 || n > 2)
-        cli_die("usage: berth images push REF [LOCAL] [--platform P] [--plain-http] [--user U[:P]]");
+        cli_die(
+            "usage: berth images push REF [LOCAL] [--platform P] [--plain-http] [--user U[:P]]");
     char *user, *pass;
     int na = auth_fields(&f, &user, &pass);
     char *local = n == 2 ? norm(argv[first + 1]) : NULL;
@@ -514,8 +536,8 @@ static int images_tag(int argc, char **argv)
             }
             berth_error_t *err = NULL;
             const msgpack_object *r2 = NULL;
-            int rc = cli_try_call(update ? "images.update" : "images.create", &b, NULL, NULL,
-                                  NULL, &r2, &err);
+            int rc = cli_try_call(update ? "images.update" : "images.create", &b, NULL, NULL, NULL,
+                                  &r2, &err);
             berth_mpbuf_destroy(&b);
             if (rc == 0)
                 break;
@@ -660,9 +682,8 @@ static void do_mounts(const msgpack_object *mounts, const char *target)
 
 static int images_mount(int argc, char **argv)
 {
-    static const struct option opts[] = {{"rw", no_argument, NULL, 'w'},
-                                         {"platform", required_argument, NULL, 'p'},
-                                         {0}};
+    static const struct option opts[] = {
+        {"rw", no_argument, NULL, 'w'}, {"platform", required_argument, NULL, 'p'}, {0}};
     bool rw = false;
     const char *platform = NULL;
     int o;
@@ -861,13 +882,26 @@ static int images_import(int argc, char **argv)
     opterr = 0;
     while ((o = getopt_long(argc, argv, ":", opts, NULL)) != -1) {
         switch (o) {
-        case 'b': base = optarg; break;
-        case 'd': digests = true; break;
-        case 'a': all = true; break;
-        case 'n': no_unpack = true; break;
-        case 'p': platform = optarg; break;
-        case 'f': json = cli_format_is_json(optarg); break;
-        default: cli_flag_error("images import", o, argv);
+        case 'b':
+            base = optarg;
+            break;
+        case 'd':
+            digests = true;
+            break;
+        case 'a':
+            all = true;
+            break;
+        case 'n':
+            no_unpack = true;
+            break;
+        case 'p':
+            platform = optarg;
+            break;
+        case 'f':
+            json = cli_format_is_json(optarg);
+            break;
+        default:
+            cli_flag_error("images import", o, argv);
         }
     }
     if (argc - optind != 1)
@@ -934,8 +968,9 @@ static int images_unpack(int argc, char **argv)
 }
 
 static const cli_subcmd_t images_cmds[] = {
-    {"pull", "REF [--platform P] [--all-platforms] [--plain-http] [--skip-verify] [--user U[:P]] "
-             "[--max-concurrent-downloads N]",
+    {"pull",
+     "REF [--platform P] [--all-platforms] [--plain-http] [--skip-verify] [--user U[:P]] "
+     "[--max-concurrent-downloads N]",
      "Pull an image from a registry and unpack it",
      "REF as you would type it: busybox, host:5000/repo:tag, repo@sha256:...\n"
      "\n"
@@ -975,10 +1010,10 @@ static const cli_subcmd_t images_cmds[] = {
      "Export images to an OCI layout tar (also readable by docker load)",
      "FILE - writes to stdout.\n", images_export, false},
     {"import", "FILE [--base-name NAME] [--digests] [--all-platforms] [--no-unpack]",
-     "Import images from an OCI layout or docker save tar (gzip or not)",
-     "FILE - reads stdin.\n", images_import, false},
-    {"unpack", "REF [--platform P]", "Unpack an image's layers into snapshots", NULL,
-     images_unpack, false},
+     "Import images from an OCI layout or docker save tar (gzip or not)", "FILE - reads stdin.\n",
+     images_import, false},
+    {"unpack", "REF [--platform P]", "Unpack an image's layers into snapshots", NULL, images_unpack,
+     false},
     {0},
 };
 

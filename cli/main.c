@@ -16,11 +16,16 @@ const cli_group_t cli_groups[] = {
 };
 const size_t cli_ngroups = BERTH_ARRAY_SIZE(cli_groups);
 
-static void usage(FILE *out)
+void cli_usage(FILE *out)
 {
     fputs("berth - the client of berthd, a microkernel container daemon (ctr-style commands)\n"
           "\n"
           "Usage: berth [GLOBAL OPTIONS] COMMAND [ARGS...]\n"
+          "\n"
+          "berth sends each command as a request to berthd over its unix socket; berthd\n"
+          "routes it to the plugin process that does the work. Listings take -q (ids\n"
+          "only) and --format json. Run `berth COMMAND --help` for a command's options\n"
+          "and examples, `man berth-COMMAND` for its manual page.\n"
           "\n"
           "Commands:\n",
           out);
@@ -47,7 +52,8 @@ static void usage(FILE *out)
           "/run/berth/berth.sock)\n"
           "  -n, --namespace NAME         namespace to work in (env BERTH_NAMESPACE, default "
           "\"default\")\n"
-          "      --timeout DURATION       deadline for each request, e.g. 30s, 2m (default: none)\n"
+          "      --timeout DURATION       deadline for each request, e.g. 30s, 2m (default:\n"
+          "                               berthd's request_timeout_ms, 30s)\n"
           "      --connect-timeout DURATION\n"
           "                               how long to wait for the socket (default 5s)\n"
           "      --debug                  log every request to stderr\n"
@@ -55,12 +61,24 @@ static void usage(FILE *out)
           "  -v, --version                print the client version\n"
           "\n"
           "Examples:\n"
+          "  # Is the daemon up, and are all its plugins ok?\n"
           "  berth version\n"
           "  berth plugins ls\n"
-          "  berth -n prod plugins ls --format json | jq '.[].id'\n"
+          "  # Get an image from a registry, or from an OCI/docker tar file\n"
+          "  berth images pull docker.io/library/busybox:latest\n"
+          "  berth images import --base-name demo/busybox busybox.tar\n"
+          "  # Run a container, then a second process in it\n"
+          "  berth run -d docker.io/library/busybox:latest web sleep 600\n"
+          "  berth tasks exec --exec-id sh1 -t web sh\n"
+          "  # Follow what happens (Ctrl-C stops)\n"
           "  berth events /tasks/ /images/\n"
+          "  # Another daemon, another namespace, JSON output\n"
+          "  berth -a /tmp/b/state/berth.sock -n prod containers ls --format json\n"
           "\n"
-          "Run `berth COMMAND --help` for more about a command.\n",
+          "Exit status:\n"
+          "  0    success\n"
+          "  1    an error, printed as `berth: MESSAGE` with what to do next\n"
+          "  130  interrupted by Ctrl-C (the request is cancelled in the daemon)\n",
           out);
 }
 
@@ -120,17 +138,27 @@ static int run_group(const cli_group_t *g, int argc, char **argv)
     return g->fn(argc, argv);
 }
 
+void cli_completion_usage(FILE *out)
+{
+    fputs("Usage: berth completion bash\n"
+          "\n"
+          "Print a bash completion script: commands, subcommands and flags come from\n"
+          "`--help`, live names (containers, images, namespaces) from the daemon.\n"
+          "\n"
+          "Examples:\n"
+          "  berth completion bash > /etc/bash_completion.d/berth\n"
+          "  source <(berth completion bash)\n",
+          out);
+}
+
 static int help_cmd(int argc, char **argv)
 {
     if (argc < 2) {
-        usage(stdout);
+        cli_usage(stdout);
         return 0;
     }
     if (strcmp(argv[1], "completion") == 0) {
-        puts("Usage: berth completion bash\n\nPrints a bash completion script. Install it with\n"
-             "  berth completion bash > /etc/bash_completion.d/berth\n"
-             "or load it in the current shell with\n"
-             "  source <(berth completion bash)");
+        cli_completion_usage(stdout);
         return 0;
     }
     const cli_group_t *g = find_group(argv[1]);
@@ -177,7 +205,7 @@ int main(int argc, char **argv)
             cli_g.debug = true;
             berth_log_init("berth", BERTH_LOG_DEBUG);
         } else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
-            usage(stdout);
+            cli_usage(stdout);
             return 0;
         } else if (strcmp(a, "-v") == 0 || strcmp(a, "--version") == 0) {
             printf("berth version %s (revision %s)\n", BERTH_VERSION, BERTH_REVISION);
@@ -187,7 +215,7 @@ int main(int argc, char **argv)
         }
     }
     if (i >= argc) {
-        usage(stdout);
+        cli_usage(stdout);
         return 0;
     }
     const char *cmd = argv[i];
@@ -195,6 +223,9 @@ int main(int argc, char **argv)
     cli_setup_signals();
     if (strcmp(cmd, "help") == 0) {
         rc = help_cmd(argc - i, argv + i);
+    } else if (strcmp(cmd, "__gen-docs") == 0) {
+        /* Hidden: writes the manual pages and docs/cli.md (gendocs.c). */
+        rc = cli_gen_docs(argc - i, argv + i);
     } else if (strcmp(cmd, "completion") == 0) {
         if (i + 1 < argc &&
             (strcmp(argv[i + 1], "-h") == 0 || strcmp(argv[i + 1], "--help") == 0)) {
@@ -202,7 +233,8 @@ int main(int argc, char **argv)
             return help_cmd(2, h);
         }
         if (i + 1 >= argc || strcmp(argv[i + 1], "bash") != 0)
-            cli_die("usage: berth completion bash (only bash is supported)");
+            cli_die("usage: berth completion bash (only bash is supported); run `berth completion "
+                    "--help`");
         cli_completion_bash(stdout);
         rc = 0;
     } else {

@@ -357,6 +357,9 @@ int main(int argc, char **argv)
 
     uv_run(c->loop, UV_RUN_DEFAULT);
 
+    /* Give replies still queued to clients a moment to go out. */
+    for (int i = 0; i < 20 && uv_run(c->loop, UV_RUN_NOWAIT); i++)
+        usleep(2000);
     core_listen_close(c);
     berth_log(BERTH_LOG_INFO, "msg=\"berthd stopped\"");
     core_events_fini(c);

@@ -410,7 +410,7 @@ static void on_kill_timer(uv_timer_t *t)
 static void on_ready_deadline(uv_timer_t *t)
 {
     core_inst_t *inst = t->data;
-    if (inst->state == CORE_IS_READY || inst->exited)
+    if (inst->state == CORE_IS_READY || (inst->spawned && inst->exited) || !inst->peer)
         return;
     berth_log(BERTH_LOG_WARN, "msg=\"plugin did not become ready in time; killing it\" plugin=%s pid=%d ready_timeout_ms=%u",
               inst->plugin->id, (int)inst->pid, inst->plugin->core->cfg->ready_timeout_ms);
@@ -628,7 +628,7 @@ static void on_health_reply(core_route_t *r, const ipc_msg_t *m, const berth_err
     if (err && err->code == BERTH_E_UNAVAILABLE && strcmp(err->message, "plugin connection closed") == 0)
         return; /* the instance is going away; nothing to do */
     inst->health_pending = false;
-    if (inst->exited || inst->state != CORE_IS_READY)
+    if ((inst->spawned && inst->exited) || !inst->peer || inst->state != CORE_IS_READY)
         return;
     uv_timer_start(&inst->timer, on_health_timer, inst->plugin->core->cfg->health_interval_ms, 0);
 }
@@ -637,7 +637,8 @@ static void on_health_timer(uv_timer_t *t)
 {
     core_inst_t *inst = t->data;
     core_t *c = inst->plugin->core;
-    if (inst->exited || !inst->peer || c->shutting_down)
+    /* (External plugins have no process: `exited` is always set for them.) */
+    if ((inst->spawned && inst->exited) || !inst->peer || c->shutting_down)
         return;
     if (inst->health_pending) {
         berth_log(BERTH_LOG_ERROR, "msg=\"plugin did not answer plugin.health in time; killing it\" plugin=%s pid=%d health_timeout_ms=%u",

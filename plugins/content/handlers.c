@@ -15,8 +15,8 @@
 
 #include "internal.h"
 
-#define READ_CHUNK (1u << 20)  /* protocol limit for a bin chunk */
-#define BATCH_MAX 4            /* chunks per write batch: half the window */
+#define READ_CHUNK (1u << 20) /* protocol limit for a bin chunk */
+#define BATCH_MAX 4           /* chunks per write batch: half the window */
 
 static content_plugin_t *plugin_of(berth_req_t *r)
 {
@@ -30,6 +30,63 @@ static berth_error_t *error_copy(const berth_error_t *e, const char *ctx)
     return out;
 }
 
+/* ---- calls to metadata --------------------------------------------------- */
+
+typedef void (*meta_done_fn)(void *ctx, const berth_error_t *err, const msgpack_object *res);
+
+/* One call to metadata, embedded in the context that makes it (each context
+ * has at most one in flight), so making a call cannot fail for memory. */
+typedef struct {
+    meta_done_fn done;
+    void *ctx;
+    uv_work_t work; /* delivers a failure to send, see meta_call */
+    berth_error_t *err;
+} meta_call_t;
+
+static void meta_cb(berth_call_t *c, const berth_error_t *err, const msgpack_object *result,
+                    void *data)
+{
+    meta_call_t *m = data;
+    m->done(m->ctx, err, result);
+}
+
+static void meta_noop(uv_work_t *w)
+{
+    (void)w;
+}
+
+static void meta_failed_after(uv_work_t *w, int status)
+{
+    meta_call_t *m = w->data;
+    berth_error_t *e = m->err;
+    m->err = NULL;
+    m->done(m->ctx, e, NULL);
+    berth_error_free(&e);
+}
+
+/* Calls a metadata method; done runs exactly once, and never before this
+ * returns: a call that cannot be sent (the core connection is gone) fails
+ * from a later loop iteration, so callers need not expect re-entrance. */
+static void meta_call(content_plugin_t *cp, meta_call_t *m, const char *method,
+                      berth_mpbuf_t *params, meta_done_fn done, void *ctx)
+{
+    m->done = done;
+    m->ctx = ctx;
+    m->work.data = m;
+    m->err = NULL;
+    if (berth_call(cp->p, method, params->buf.data, params->buf.size, 0, meta_cb, NULL, m, &m->err))
+        return;
+    if (!m->err)
+        berth_error_set(&m->err, BERTH_E_UNAVAILABLE, "cannot call %s", method);
+    if (uv_queue_work(berth_plugin_loop(cp->p), &m->work, meta_noop, meta_failed_after) < 0) {
+        /* The loop refuses work only when it is being torn down. */
+        berth_error_t *e = m->err;
+        m->err = NULL;
+        done(ctx, e, NULL);
+        berth_error_free(&e);
+    }
+}
+
 /* ---- simple jobs: run in the pool, reply with a packed result ----------- */
 
 typedef struct simple_job_s simple_job_t;
@@ -41,13 +98,14 @@ struct simple_job_s {
     content_plugin_t *cp;
     simple_run_fn run;
     char *ns;
-    char *s1;          /* ref or digest */
+    char *s1; /* ref or digest */
     regex_t re;
     bool have_re;
     berth_mpbuf_t out; /* the packed result */
     berth_error_t *err;
     /* follow-up on the loop after success (NULL: reply out) */
     void (*then)(simple_job_t *j);
+    meta_call_t meta;
 };
 
 static void simple_job_free(simple_job_t *j)
@@ -158,45 +216,6 @@ static void pack_status(msgpack_packer *pk, const content_status_t *st)
     berth_mp_kv_bool(pk, "active", st->active);
 }
 
-/* ---- calls to metadata --------------------------------------------------- */
-
-typedef void (*meta_done_fn)(void *ctx, const berth_error_t *err, const msgpack_object *res);
-
-typedef struct {
-    meta_done_fn done;
-    void *ctx;
-} meta_call_t;
-
-static void meta_cb(berth_call_t *c, const berth_error_t *err, const msgpack_object *result,
-                    void *data)
-{
-    meta_call_t *m = data;
-    m->done(m->ctx, err, result);
-    free(m);
-}
-
-/* Calls a metadata method; done runs exactly once (also synchronously when
- * the call cannot be sent). */
-static void meta_call(content_plugin_t *cp, const char *method, berth_mpbuf_t *params,
-                      meta_done_fn done, void *ctx)
-{
-    meta_call_t *m = malloc(sizeof(*m));
-    if (!m) {
-        berth_error_t e = {.code = BERTH_E_RESOURCE_EXHAUSTED, .message = "out of memory"};
-        done(ctx, &e, NULL);
-        return;
-    }
-    m->done = done;
-    m->ctx = ctx;
-    berth_error_t *err = NULL;
-    if (!berth_call(cp->p, method, params->buf.data, params->buf.size, 0, meta_cb, NULL, m,
-                    &err)) {
-        free(m);
-        done(ctx, err, NULL);
-        berth_error_free(&err);
-    }
-}
-
 /* The reserved `lease` param travels with the calls made on behalf of a
  * request, so metadata can add what we record to the caller's lease. */
 static void pack_lease(msgpack_packer *pk, const char *lease)
@@ -235,7 +254,7 @@ static void check_ns_then_start(simple_job_t *j)
     msgpack_pack_map(&b.pk, 2);
     berth_mp_kv_str(&b.pk, "namespace", j->ns);
     berth_mp_kv_str(&b.pk, "digest", j->s1);
-    meta_call(j->cp, "meta.content_exists", &b, exists_done, j);
+    meta_call(j->cp, &j->meta, "meta.content_exists", &b, exists_done, j);
     berth_mpbuf_destroy(&b);
 }
 
@@ -316,7 +335,8 @@ static void abort_meta_done(void *ctx, const berth_error_t *err, const msgpack_o
 {
     simple_job_t *j = ctx;
     if (err) {
-        berth_error_t *e = error_copy(err, "ingest removed, but recording its end in metadata failed");
+        berth_error_t *e =
+            error_copy(err, "ingest removed, but recording its end in metadata failed");
         berth_req_fail(j->req, &e);
     } else {
         berth_req_reply_empty(j->req);
@@ -331,7 +351,7 @@ static void abort_then(simple_job_t *j)
     msgpack_pack_map(&b.pk, 2);
     berth_mp_kv_str(&b.pk, "namespace", j->ns);
     berth_mp_kv_str(&b.pk, "ref", j->s1);
-    meta_call(j->cp, "meta.ingest_end", &b, abort_meta_done, j);
+    meta_call(j->cp, &j->meta, "meta.ingest_end", &b, abort_meta_done, j);
     berth_mpbuf_destroy(&b);
 }
 
@@ -447,7 +467,7 @@ typedef struct {
     char *ns, *digest;
     uint64_t offset, size; /* requested */
     int fd;
-    uint64_t pos, end;      /* next byte to read, end of range */
+    uint64_t pos, end; /* next byte to read, end of range */
     uint64_t sent;
     bool opened;
     /* read-ahead job */
@@ -457,6 +477,7 @@ typedef struct {
     unsigned nchunks;
     berth_error_t *err;
     bool done;
+    meta_call_t meta;
 } rctx_t;
 
 static void rctx_free(rctx_t *c)
@@ -585,8 +606,14 @@ static void read_pump(rctx_t *c)
     }
 }
 
-static void read_writable(berth_req_t *r) { read_pump(berth_req_data(r)); }
-static void read_cancel(berth_req_t *r) { read_pump(berth_req_data(r)); }
+static void read_writable(berth_req_t *r)
+{
+    read_pump(berth_req_data(r));
+}
+static void read_cancel(berth_req_t *r)
+{
+    read_pump(berth_req_data(r));
+}
 
 static void read_exists_done(void *ctx, const berth_error_t *err, const msgpack_object *res)
 {
@@ -641,10 +668,9 @@ static void handle_read(berth_req_t *r, const msgpack_object *params)
     msgpack_pack_map(&b.pk, 2);
     berth_mp_kv_str(&b.pk, "namespace", c->ns);
     berth_mp_kv_str(&b.pk, "digest", c->digest);
-    meta_call(c->cp, "meta.content_exists", &b, read_exists_done, c);
+    meta_call(c->cp, &c->meta, "meta.content_exists", &b, read_exists_done, c);
     berth_mpbuf_destroy(&b);
 }
-
 
 /* ---- content.write -------------------------------------------------------- */
 
@@ -677,9 +703,9 @@ typedef struct {
     content_ingest_t *ing;
     bool existed_early; /* the expected digest was committed already */
     uint64_t early_size;
-    bool linked;        /* the ingest's data is now the blob: never write it again */
-    uint64_t next_off;  /* offset of the next chunk to be queued */
-    bool ended;         /* the caller sent $stream.end */
+    bool linked;       /* the ingest's data is now the blob: never write it again */
+    uint64_t next_off; /* offset of the next chunk to be queued */
+    bool ended;        /* the caller sent $stream.end */
     wchunk_t *qhead, *qtail;
     /* the batch in flight: written and hashed in parallel */
     wchunk_t *batch;
@@ -691,6 +717,7 @@ typedef struct {
     berth_error_t *job_err;  /* set by a pool job, moved to err on the loop */
     berth_error_t *lane_err; /* set by the data lane */
     content_commit_t result;
+    meta_call_t meta;
 } wctx_t;
 
 static void w_drive(wctx_t *w);
@@ -789,7 +816,10 @@ static void run_release(wctx_t *w)
         content_ingest_close(w->ing);
 }
 
-static void done_release(wctx_t *w) { w->ing = NULL; }
+static void done_release(wctx_t *w)
+{
+    w->ing = NULL;
+}
 
 static void run_open(wctx_t *w)
 {
@@ -826,13 +856,30 @@ static void done_open(wctx_t *w)
         meta_commit(w);
         return;
     }
-    w->next_off = content_ingest_offset(w->ing);
+    uint64_t off = content_ingest_offset(w->ing);
+    if (w->qhead && off != 0) {
+        /* Chunks sent before we named the offset assume 0: unusable here. */
+        berth_error_set(&w->err, BERTH_E_INVALID_ARGUMENT,
+                        "content.write: data arrived before the server named the offset; ref %s "
+                        "resumes at %" PRIu64 ", wait for the offset chunk",
+                        w->ref, off);
+        msgpack_pack_map(pk, 2);
+        berth_mp_kv_u64(pk, "offset", off);
+        berth_mp_kv_u64(pk, "total", content_ingest_total(w->ing));
+        berth_req_stream_end_chunk(w->req);
+        return;
+    }
+    w->next_off = off;
+    for (wchunk_t *c = w->qhead; c; c = c->next) {
+        c->off = w->next_off;
+        w->next_off += c->len;
+    }
     msgpack_pack_map(pk, 2);
-    berth_mp_kv_u64(pk, "offset", w->next_off);
+    berth_mp_kv_u64(pk, "offset", off);
     berth_mp_kv_u64(pk, "total", content_ingest_total(w->ing));
     berth_req_stream_end_chunk(w->req);
     berth_log(BERTH_LOG_DEBUG, "msg=\"ingest open\" ref=\"%s\" ns=%s offset=%" PRIu64, w->ref,
-              w->ns, w->next_off);
+              w->ns, off);
     w->state = W_STREAM;
 }
 
@@ -882,19 +929,18 @@ static void meta_commit(wctx_t *w)
 {
     berth_mpbuf_t b;
     berth_mpbuf_init(&b);
-    msgpack_pack_map(&b.pk, 5 + (w->have_labels ? 1 : 0) + (w->lease ? 1 : 0));
+    msgpack_pack_map(&b.pk, 4 + (w->have_labels ? 1 : 0) + (w->lease ? 1 : 0));
     berth_mp_kv_str(&b.pk, "namespace", w->ns);
     berth_mp_kv_str(&b.pk, "digest", w->result.digest);
     berth_mp_kv_u64(&b.pk, "size", w->result.size);
     berth_mp_kv_str(&b.pk, "ref", w->ref);
-    berth_mp_kv_bool(&b.pk, "existed", w->result.existed);
     if (w->have_labels) {
         berth_mp_pack_str(&b.pk, "labels");
         msgpack_sbuffer_write(&b.buf, w->labels.buf.data, w->labels.buf.size);
     }
     pack_lease(&b.pk, w->lease);
     w->busy++;
-    meta_call(w->cp, "meta.content_commit", &b, meta_commit_done, w);
+    meta_call(w->cp, &w->meta, "meta.content_commit", &b, meta_commit_done, w);
     berth_mpbuf_destroy(&b);
 }
 
@@ -1106,7 +1152,10 @@ static void w_stream(berth_req_t *r, const msgpack_object *data)
     w_drive(w);
 }
 
-static void w_cancel(berth_req_t *r) { w_drive(berth_req_data(r)); }
+static void w_cancel(berth_req_t *r)
+{
+    w_drive(berth_req_data(r));
+}
 
 static void begin_done(void *ctx, const berth_error_t *err, const msgpack_object *res)
 {
@@ -1141,9 +1190,16 @@ static void handle_write(berth_req_t *r, const msgpack_object *params)
     if (berth_mp_get_strdup(params, "expected", &w->expected, &err) < 0 ||
         berth_mp_get_u64(params, "total", &w->total, &err) < 0 ||
         berth_mp_get_bool(params, "commit", &w->commit, &err) < 0 ||
-        berth_mp_get_map(params, "labels", &labels, &err) < 0 ||
-        (w->expected && !*w->expected ? (free(w->expected), w->expected = NULL, 0) : 0) < 0 ||
-        (w->expected && content_digest_parse(w->expected, NULL, &err) < 0)) {
+        berth_mp_get_map(params, "labels", &labels, &err) < 0) {
+        berth_req_fail(r, &err);
+        w_free(w);
+        return;
+    }
+    if (w->expected && !*w->expected) { /* "" means no expectation */
+        free(w->expected);
+        w->expected = NULL;
+    }
+    if (w->expected && content_digest_parse(w->expected, NULL, &err) < 0) {
         berth_req_fail(r, &err);
         w_free(w);
         return;
@@ -1178,7 +1234,7 @@ static void handle_write(berth_req_t *r, const msgpack_object *params)
         berth_mp_kv_str(&b.pk, "expected", w->expected);
     pack_lease(&b.pk, w->lease);
     w->busy++;
-    meta_call(cp, "meta.ingest_begin", &b, begin_done, w);
+    meta_call(cp, &w->meta, "meta.ingest_begin", &b, begin_done, w);
     berth_mpbuf_destroy(&b);
 }
 

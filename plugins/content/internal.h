@@ -11,7 +11,7 @@ typedef struct {
     content_store_t *store; /* used from worker threads; thread-safe */
     uint64_t sync_bytes;
     bool direct_io;
-    int lock_fd;            /* flock on <root>/content/LOCK */
+    int lock_fd; /* flock on <root>/content/LOCK */
     bool stopping;
 } content_plugin_t;
 

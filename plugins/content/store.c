@@ -44,7 +44,7 @@ struct content_ingest_s {
     content_store_t *s;
     content_ingest_t *next; /* in s->locked */
     char key[65];
-    bool ready;   /* opened: the fields below may be reported by status */
+    bool ready;       /* opened: the fields below may be reported by status */
     bool placeholder; /* an abort holding the key, not a writer */
     char *ref;
     char *ns;
@@ -117,8 +117,8 @@ static int check_name(const char *what, const char *v, size_t max, berth_error_t
     if (!v || !*v)
         return berth_error_set(err, BERTH_E_INVALID_ARGUMENT, "%s must not be empty", what);
     if (strlen(v) > max)
-        return berth_error_set(err, BERTH_E_INVALID_ARGUMENT, "%s is longer than %zu bytes",
-                               what, max);
+        return berth_error_set(err, BERTH_E_INVALID_ARGUMENT, "%s is longer than %zu bytes", what,
+                               max);
     return 0;
 }
 
@@ -423,9 +423,15 @@ void content_store_free(content_store_t *s)
     free(s);
 }
 
-const char *content_store_root(content_store_t *s) { return s->root; }
+const char *content_store_root(content_store_t *s)
+{
+    return s->root;
+}
 
-void content_store_set_direct_io(content_store_t *s, bool on) { s->direct_io = on; }
+void content_store_set_direct_io(content_store_t *s, bool on)
+{
+    s->direct_io = on;
+}
 
 /* ---- blobs --------------------------------------------------------------- */
 
@@ -492,7 +498,8 @@ int content_blob_delete(content_store_t *s, const char *digest, uint64_t *freed,
     if (content_digest_parse(digest, hex, err) < 0)
         return -1;
     struct stat st;
-    if (fstatat(s->blobs_fd, hex, &st, AT_SYMLINK_NOFOLLOW) < 0 || unlinkat(s->blobs_fd, hex, 0) < 0) {
+    if (fstatat(s->blobs_fd, hex, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
+        unlinkat(s->blobs_fd, hex, 0) < 0) {
         if (errno == ENOENT)
             return berth_error_set(err, BERTH_E_NOT_FOUND, "content %s not found", digest);
         return berth_error_errno(err, errno, "delete blob %s", digest);
@@ -504,8 +511,7 @@ int content_blob_delete(content_store_t *s, const char *digest, uint64_t *freed,
     return 0;
 }
 
-int content_blob_list(content_store_t *s, content_blob_info_t **out, size_t *n,
-                      berth_error_t **err)
+int content_blob_list(content_store_t *s, content_blob_info_t **out, size_t *n, berth_error_t **err)
 {
     int d = dup(s->blobs_fd);
     DIR *dir = d >= 0 ? fdopendir(d) : NULL;
@@ -558,8 +564,7 @@ static content_ingest_t *find_locked(content_store_t *s, const char *key)
 }
 
 /* Adds ing to the table unless its key is taken. */
-static int lock_key(content_store_t *s, content_ingest_t *ing, const char *ref,
-                    berth_error_t **err)
+static int lock_key(content_store_t *s, content_ingest_t *ing, const char *ref, berth_error_t **err)
 {
     pthread_mutex_lock(&s->mu);
     if (find_locked(s, ing->key)) {
@@ -861,8 +866,7 @@ static int resume_ingest(content_ingest_t *ing, uint64_t total, const char *expe
         if (r < 0 && errno == EINTR)
             continue;
         if (r <= 0)
-            return berth_error_errno(err, r < 0 ? errno : EIO, "re-hash data of ref %s",
-                                     ing->ref);
+            return berth_error_errno(err, r < 0 ? errno : EIO, "re-hash data of ref %s", ing->ref);
         EVP_DigestUpdate(ing->md, buf, (size_t)r);
         off += (uint64_t)r;
     }
@@ -963,10 +967,22 @@ uint64_t content_ingest_offset(content_ingest_t *ing)
 {
     return __atomic_load_n(&ing->written, __ATOMIC_ACQUIRE);
 }
-uint64_t content_ingest_total(content_ingest_t *ing) { return ing->total; }
-const char *content_ingest_expected(content_ingest_t *ing) { return ing->expected; }
-const char *content_ingest_ref(content_ingest_t *ing) { return ing->ref; }
-bool content_ingest_removed(content_ingest_t *ing) { return ing->removed; }
+uint64_t content_ingest_total(content_ingest_t *ing)
+{
+    return ing->total;
+}
+const char *content_ingest_expected(content_ingest_t *ing)
+{
+    return ing->expected;
+}
+const char *content_ingest_ref(content_ingest_t *ing)
+{
+    return ing->ref;
+}
+bool content_ingest_removed(content_ingest_t *ing)
+{
+    return ing->removed;
+}
 
 int content_ingest_sync(content_ingest_t *ing, berth_error_t **err)
 {
@@ -1204,7 +1220,8 @@ static bool status_live(content_store_t *s, const char *key, content_status_t *s
 /* Reads ingest/<key>; returns 0, 1 if absent or not (yet) a whole ingest. */
 static int status_disk(content_store_t *s, const char *key, content_status_t *st)
 {
-    _cleanup_close_ int fd = openat(s->ingest_fd, key, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+    _cleanup_close_ int fd =
+        openat(s->ingest_fd, key, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
     if (fd < 0)
         return 1;
     st->ref = get_file(fd, "ref", CONTENT_REF_MAX);
@@ -1273,7 +1290,8 @@ int content_ingest_list(content_store_t *s, const char *ns, const regex_t *re,
         content_status_t st = {0};
         if (!status_live(s, e->d_name, &st) && status_disk(s, e->d_name, &st) != 0)
             continue;
-        if (!st.ref || !st.ns || strcmp(st.ns, ns) || (re && regexec(re, st.ref, 0, NULL, 0) != 0)) {
+        if (!st.ref || !st.ns || strcmp(st.ns, ns) ||
+            (re && regexec(re, st.ref, 0, NULL, 0) != 0)) {
             content_status_clear(&st);
             continue;
         }
@@ -1298,13 +1316,13 @@ int content_ingest_list(content_store_t *s, const char *ns, const regex_t *re,
     return 0;
 }
 
-int content_ingest_abort(content_store_t *s, const char *ns, const char *ref,
-                         berth_error_t **err)
+int content_ingest_abort(content_store_t *s, const char *ns, const char *ref, berth_error_t **err)
 {
     if (check_name("ref", ref, CONTENT_REF_MAX, err) < 0 ||
         check_name("namespace", ns, CONTENT_NS_MAX, err) < 0)
         return -1;
-    content_ingest_t hold = {.s = s, .placeholder = true, .dirfd = -1, .datafd = -1, .directfd = -1};
+    content_ingest_t hold = {
+        .s = s, .placeholder = true, .dirfd = -1, .datafd = -1, .directfd = -1};
     ingest_key(ns, ref, hold.key);
     hold.ref = (char *)ref;
     if (lock_key(s, &hold, ref, err) < 0)

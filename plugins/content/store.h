@@ -27,12 +27,12 @@ typedef struct content_ingest_s content_ingest_t;
 typedef struct {
     char *ref;
     char *ns;
-    uint64_t offset;   /* bytes durably received (on disk) or written (active) */
-    uint64_t total;    /* expected size, 0 = unknown */
-    char *expected;    /* expected digest or NULL */
+    uint64_t offset; /* bytes durably received (on disk) or written (active) */
+    uint64_t total;  /* expected size, 0 = unknown */
+    char *expected;  /* expected digest or NULL */
     int64_t started_at;
     int64_t updated_at;
-    bool active;       /* a writer holds it now */
+    bool active; /* a writer holds it now */
 } content_status_t;
 
 void content_status_clear(content_status_t *st);
@@ -156,5 +156,4 @@ int content_ingest_list(content_store_t *s, const char *ns, const regex_t *re,
                         content_status_t **out, size_t *n, berth_error_t **err);
 /** Removes the ingest (ns, ref): not_found if absent, failed_precondition if a
  * writer holds it. */
-int content_ingest_abort(content_store_t *s, const char *ns, const char *ref,
-                         berth_error_t **err);
+int content_ingest_abort(content_store_t *s, const char *ns, const char *ref, berth_error_t **err);

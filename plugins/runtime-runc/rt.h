@@ -38,6 +38,8 @@ typedef struct rt_proc_s {
     int exit_status;
     int64_t exited_at;
     bool exit_publishing; /* /tasks/exit sent (once) */
+    bool starting;        /* a start is in flight: /tasks/exit waits for /tasks/start */
+    bool exit_deferred;
     bool exit_published;  /* ... and acknowledged */
     bool terminal;
     char *fifos[3];
@@ -58,6 +60,8 @@ typedef struct rt_task_s {
     ipc_conn_t *events; /* subscription to the shim's exits */
     uint32_t next_msgid;
     bool rm; /* run --rm: delete task and container once the task exits */
+    bool autorm_deferred;
+    char *runtime; /* OCI runtime binary of this task */
     int refs; /* work items in flight holding this task */
     bool freed_pending;
 } rt_task_t;
@@ -164,6 +168,21 @@ void rt_publish_pending_exit(rt_task_t *t, rt_proc_t *p, void (*cb)(void *), voi
 /** Publishes an event: packed map (copied). */
 void rt_publish(const char *topic, const char *ns, berth_mpbuf_t *event);
 void rt_task_unref(rt_task_t *t);
+/** A start answer arrived: publishes an exit that waited for it. */
+void rt_proc_started(rt_task_t *t, rt_proc_t *p);
+/** Reads a one-line file of a bundle (malloc'd, NULL if absent). */
+char *rt_read_small_file(const char *dir, const char *name);
+
+typedef struct {
+    bool have;
+    int pid, status;
+    int64_t exited_at;
+} rt_exit_info_t;
+/** Worker: stops the shim (delete), cleans a dead shim's container, unmounts
+ * the rootfs and removes the bundle and FIFOs. */
+int rt_task_teardown(const char *bundle, const char *fifo_dir, const char *runtime, bool shim_alive,
+                     bool force, const char *ns, const char *id, rt_exit_info_t *ex,
+                     berth_error_t **err);
 void rt_gone_add(const char *ns, const char *id, int status, int64_t at);
 rt_gone_t *rt_gone_find(const char *ns, const char *id);
 /** Deletes a stopped --rm task and its container (loop). */

@@ -322,9 +322,11 @@ static int mount_one(const char *target, const rt_fsmount_t *m, bool readonly, b
         if (!strchr(lower, ':')) {
             /* A single layer: a read-only bind mount of it. */
             if (lower[0] != '/' && m->chdir) {
-                char abs[8192];
-                snprintf(abs, sizeof(abs), "%s/%s", m->chdir, lower);
-                snprintf(lower, sizeof(lower), "%s", abs);
+                char abs[16400];
+                int an = snprintf(abs, sizeof(abs), "%s/%s", m->chdir, lower);
+                if (an < 0 || (size_t)an >= sizeof(lower))
+                    return berth_error_set(err, BERTH_E_INVALID_ARGUMENT, "layer path too long");
+                memcpy(lower, abs, (size_t)an + 1);
             }
             if (mount(lower, target, NULL, MS_BIND | MS_REC, NULL) < 0)
                 return berth_error_errno(err, errno, "bind %s on %s", lower, target);

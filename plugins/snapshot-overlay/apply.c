@@ -46,11 +46,22 @@
 
 bool overlay_apply_force_walk;
 static bool umask_is_zero;
+/* Test failpoint (BERTH_FAILPOINTS=overlay.apply.pause_after_entries=N):
+ * extraction stalls after N entries so a test can kill -9 mid-apply. */
+static uint64_t fp_pause_after;
 
 void overlay_apply_global_init(void)
 {
     umask(0);
     umask_is_zero = true;
+    const char *fp = getenv("BERTH_FAILPOINTS");
+    const char *k = fp ? strstr(fp, "overlay.apply.pause_after_entries=") : NULL;
+    if (k) {
+        fp_pause_after = strtoull(k + strlen("overlay.apply.pause_after_entries="), NULL, 10);
+        berth_log(BERTH_LOG_WARN, "msg=\"failpoint armed\" failpoint=overlay.apply.pause_after_"
+                                  "entries n=%llu",
+                  (unsigned long long)fp_pause_after);
+    }
 }
 
 int overlay_media_type_parse(const char *mt, overlay_comp_t *out, berth_error_t **err)
@@ -1428,6 +1439,9 @@ int overlay_apply_fd(int rootfd, int blobfd, overlay_comp_t comp, const overlay_
         }
         if (er < 0)
             goto out;
+        if (fp_pause_after && res->entries == fp_pause_after)
+            for (int i = 0; i < 600 && !(o->cancel && atomic_load(o->cancel)); i++)
+                usleep(100 * 1000);
         if (++x.entries_since_check >= SPACE_CHECK_ENTRIES ||
             x.bytes_since_check >= SPACE_CHECK_BYTES) {
             if (check_space(&x, err) < 0)

@@ -29,7 +29,10 @@
 #define MAX_ENTRIES 100000
 #define MAX_SLURP_TOTAL (256u << 20)
 
-static char *hex_of(const char *digest) { return (char *)digest + 7; }
+static char *hex_of(const char *digest)
+{
+    return (char *)digest + 7;
+}
 
 /* ======================================================================== */
 /* export                                                                   */
@@ -37,9 +40,9 @@ static char *hex_of(const char *digest) { return (char *)digest + 7; }
 
 typedef struct {
     char *name;
-    char *digest;   /* blobs: to ask content.path */
-    char *path;     /* file to copy, or NULL */
-    char *mem;      /* in-memory bytes (owned) */
+    char *digest; /* blobs: to ask content.path */
+    char *path;   /* file to copy, or NULL */
+    char *mem;    /* in-memory bytes (owned) */
     uint64_t size;
 } xentry_t;
 
@@ -243,7 +246,10 @@ static void exp_pump(exp_t *x)
     }
 }
 
-static void exp_writable(berth_req_t *r) { exp_pump(berth_req_data(r)); }
+static void exp_writable(berth_req_t *r)
+{
+    exp_pump(berth_req_data(r));
+}
 
 static void exp_cancel(berth_req_t *r)
 {
@@ -315,8 +321,7 @@ static void exp_start_write(exp_t *x)
     exp_pump(x);
 }
 
-static void exp_path(berth_call_t *c, const berth_error_t *err, const msgpack_object *res,
-                     void *ud)
+static void exp_path(berth_call_t *c, const berth_error_t *err, const msgpack_object *res, void *ud)
 {
     xentry_t *e = NULL;
     exp_t *x = ud;
@@ -470,8 +475,8 @@ static void exp_got(const berth_error_t *err, const msgpack_object *image,
     }
     char *name = berth_mp_strdup(berth_mp_get(image, "name"));
     berth_error_t *e = NULL;
-    if (xfer_limage_load(x->ns, name ? name : x->refs[x->ri], target,
-                         x->has_want ? &x->want : NULL, true, false, exp_loaded, x, &e) < 0) {
+    if (xfer_limage_load(x->ns, name ? name : x->refs[x->ri], target, x->has_want ? &x->want : NULL,
+                         true, false, exp_loaded, x, &e) < 0) {
         exp_fail(x, e->code, "%s", e->message);
         berth_error_free(&e);
         exp_finish(x);
@@ -558,11 +563,11 @@ void xfer_handle_export(berth_req_t *r, const msgpack_object *params)
 /* ======================================================================== */
 
 typedef struct {
-    char *name;     /* path in the archive, cleaned */
-    char *tmp;      /* extracted file */
+    char *name; /* path in the archive, cleaned */
+    char *tmp;  /* extracted file */
     uint64_t size;
     char digest[72];
-    char *mem;      /* small JSON files kept in memory */
+    char *mem; /* small JSON files kept in memory */
 } ifile_t;
 
 typedef struct {
@@ -573,7 +578,7 @@ typedef struct {
 
 typedef struct {
     xfer_desc_t desc;
-    ssize_t file;  /* index into files, or -1 for mem */
+    ssize_t file; /* index into files, or -1 for mem */
     char *mem;
     size_t mem_len;
     char **labels; /* k, v pairs (owned) */
@@ -861,7 +866,8 @@ static void imp_work(uv_work_t *w)
             f->mem = NULL;
         }
         /* OCI layout blobs are named by their digest: check it. */
-        if (strncmp(f->name, "blobs/sha256/", 13) == 0 && strcmp(f->name + 13, f->digest + 7) != 0) {
+        if (strncmp(f->name, "blobs/sha256/", 13) == 0 &&
+            strcmp(f->name + 13, f->digest + 7) != 0) {
             imp_fail(m, BERTH_E_FAILED_PRECONDITION,
                      "import: archive blob %s holds bytes with digest %s", f->name, f->digest);
             goto out;
@@ -896,12 +902,12 @@ static ssize_t file_by_digest(imp_t *m, const char *digest)
     return -1;
 }
 
-static iblob_t *blob_add(imp_t *m, const xfer_desc_t *d, ssize_t file, const char *mem,
-                         size_t len)
+/* Returns the blob's index (the array moves as it grows: never keep pointers). */
+static size_t blob_add(imp_t *m, const xfer_desc_t *d, ssize_t file, const char *mem, size_t len)
 {
     for (size_t i = 0; i < m->n_blobs; i++)
         if (strcmp(m->blobs[i].desc.digest, d->digest) == 0)
-            return &m->blobs[i];
+            return i;
     m->blobs = realloc(m->blobs, (m->n_blobs + 1) * sizeof(iblob_t));
     iblob_t *b = &m->blobs[m->n_blobs++];
     memset(b, 0, sizeof(*b));
@@ -912,7 +918,7 @@ static iblob_t *blob_add(imp_t *m, const xfer_desc_t *d, ssize_t file, const cha
         memcpy(b->mem, mem, len);
         b->mem_len = len;
     }
-    return b;
+    return m->n_blobs - 1;
 }
 
 static void blob_label(iblob_t *b, const char *k, const char *v)
@@ -971,7 +977,7 @@ static ssize_t plan_manifest(imp_t *m, const xfer_desc_t *d, const char *data, s
         im->chain = strdup(chain[im->cfg.n_diff_ids - 1]);
         xfer_strv_free(chain, im->cfg.n_diff_ids);
     }
-    iblob_t *mb = blob_add(m, d, -1, data, len);
+    size_t mb = blob_add(m, d, -1, data, len);
     for (size_t l = 0; l < im->doc.n_layers; l++) {
         const xfer_desc_t *ld = &im->doc.layers[l];
         ssize_t lf = file_by_digest(m, ld->digest);
@@ -990,12 +996,12 @@ static ssize_t plan_manifest(imp_t *m, const xfer_desc_t *d, const char *data, s
         blob_add(m, ld, lf, NULL, 0);
         char k[64];
         snprintf(k, sizeof(k), XFER_LABEL_REF_LAYER "%zu", l);
-        blob_label(mb, k, ld->digest);
+        blob_label(&m->blobs[mb], k, ld->digest);
     }
-    blob_label(mb, XFER_LABEL_REF_CONFIG, im->doc.config.digest);
-    iblob_t *cbb = blob_add(m, &im->doc.config, cf, NULL, 0);
+    blob_label(&m->blobs[mb], XFER_LABEL_REF_CONFIG, im->doc.config.digest);
+    size_t cbb = blob_add(m, &im->doc.config, cf, NULL, 0);
     if (!m->no_unpack && im->chain)
-        blob_label(cbb, XFER_LABEL_REF_SNAPSHOT, im->chain);
+        blob_label(&m->blobs[cbb], XFER_LABEL_REF_SNAPSHOT, im->chain);
     return idx;
 }
 
@@ -1035,7 +1041,7 @@ static ssize_t plan_doc(imp_t *m, const xfer_desc_t *d, int depth)
         r = plan_manifest(m, &dd, data, len, &doc, plat[0] ? plat : NULL);
     } else {
         ssize_t best = xfer_index_select(&doc, m->has_want ? &m->want : &xfer_ctx->host);
-        iblob_t *ib = blob_add(m, &dd, -1, data, len);
+        size_t ib = blob_add(m, &dd, -1, data, len);
         size_t nl = 0;
         for (size_t i = 0; i < doc.n_manifests && !m->failed; i++) {
             const xfer_desc_t *c = &doc.manifests[i];
@@ -1048,11 +1054,7 @@ static ssize_t plan_doc(imp_t *m, const xfer_desc_t *d, int depth)
                 r = got;
             char k[64];
             snprintf(k, sizeof(k), XFER_LABEL_REF_MANIFEST "%zu", nl++);
-            ib = &m->blobs[0]; /* re-find: blob_add may have moved the array */
-            for (size_t q = 0; q < m->n_blobs; q++)
-                if (strcmp(m->blobs[q].desc.digest, dd.digest) == 0)
-                    ib = &m->blobs[q];
-            blob_label(ib, k, c->digest);
+            blob_label(&m->blobs[ib], k, c->digest);
         }
         if (!m->failed && best < 0 && !m->all) {
             char w[100];
@@ -1185,8 +1187,8 @@ static void plan_docker(imp_t *m, const char *data, size_t len)
         }
         char dg[72];
         xfer_sha256_digest(bytes, strlen(bytes), dg);
-        xfer_desc_t d = {.media_type = XFER_MT_DOCKER_MANIFEST, .digest = dg,
-                         .size = strlen(bytes)};
+        xfer_desc_t d = {
+            .media_type = XFER_MT_DOCKER_MANIFEST, .digest = dg, .size = strlen(bytes)};
         xfer_doc_t doc;
         if (xfer_doc_parse(bytes, strlen(bytes), d.media_type, &doc, &e) < 0) {
             imp_fail(m, e->code, "import: %s", e->message);
@@ -1326,7 +1328,8 @@ static void imp_stream(berth_req_t *r, const msgpack_object *data)
     int64_t off = (int64_t)m->tar_off;
     m->tar_off += n;
     m->writes++;
-    if (uv_fs_write(berth_plugin_loop(xfer_ctx->p), &w->fs, m->tar_fd, &b, 1, off, imp_written) < 0) {
+    if (uv_fs_write(berth_plugin_loop(xfer_ctx->p), &w->fs, m->tar_fd, &b, 1, off, imp_written) <
+        0) {
         m->writes--;
         free(w->data);
         free(w);
@@ -1410,7 +1413,10 @@ static void blob_pump(imp_t *m)
     }
 }
 
-static void bw_writable(berth_call_t *c, void *ud) { blob_pump(ud); }
+static void bw_writable(berth_call_t *c, void *ud)
+{
+    blob_pump(ud);
+}
 
 static void bw_stream(berth_call_t *c, const msgpack_object *data, void *ud)
 {
@@ -1542,8 +1548,7 @@ static void imp_saved(berth_call_t *c, const berth_error_t *err, const msgpack_o
         return;
     }
     if (err) {
-        imp_fail(m, err->code, "import: record image %s: %s", m->imgs[m->step].name,
-                 err->message);
+        imp_fail(m, err->code, "import: record image %s: %s", m->imgs[m->step].name, err->message);
     } else {
         const msgpack_object *img = berth_mp_get(res, "image");
         if (img)

@@ -229,8 +229,8 @@ int xfer_token_parse(const void *buf, size_t len, char **token, uint64_t *expire
         }
     *token = strdup(json_string_value(t));
     const json_t *e = json_object_get(root, "expires_in");
-    *expires_in = json_is_integer(e) && json_integer_value(e) > 0 ? (uint64_t)json_integer_value(e)
-                                                                  : 60;
+    *expires_in =
+        json_is_integer(e) && json_integer_value(e) > 0 ? (uint64_t)json_integer_value(e) : 60;
     json_decref(root);
     return 0;
 }

@@ -12,8 +12,8 @@
 int xfer_call(const char *method, berth_mpbuf_t *params, berth_call_cb cb, void *ud,
               berth_error_t **err)
 {
-    berth_call_t *c = berth_call(xfer_ctx->p, method, params->buf.data, params->buf.size, 0, cb,
-                                 NULL, ud, err);
+    berth_call_t *c =
+        berth_call(xfer_ctx->p, method, params->buf.data, params->buf.size, 0, cb, NULL, ud, err);
     return c ? 0 : -1;
 }
 
@@ -26,7 +26,10 @@ void xfer_params_begin(berth_mpbuf_t *b, uint32_t n, const char *ns, const char 
         berth_mp_kv_str(&b->pk, "lease", lease);
 }
 
-bool xfer_req_can_send(berth_req_t *r) { return berth_req_stream_credit(r) > 0; }
+bool xfer_req_can_send(berth_req_t *r)
+{
+    return berth_req_stream_credit(r) > 0;
+}
 
 /* ---- content.read into memory ------------------------------------------ */
 
@@ -70,8 +73,8 @@ static void rd_done(berth_call_t *c, const berth_error_t *err, const msgpack_obj
     rd_t *r = ud;
     berth_error_t *e = NULL;
     if (r->over) {
-        berth_error_set(&e, BERTH_E_RESOURCE_EXHAUSTED, "blob is larger than the limit of %zu bytes",
-                        r->max);
+        berth_error_set(&e, BERTH_E_RESOURCE_EXHAUSTED,
+                        "blob is larger than the limit of %zu bytes", r->max);
         err = e;
     }
     if (r->buf)
@@ -130,7 +133,10 @@ static void wm_pump(wm_t *w)
     }
 }
 
-static void wm_writable(berth_call_t *c, void *ud) { wm_pump(ud); }
+static void wm_writable(berth_call_t *c, void *ud)
+{
+    wm_pump(ud);
+}
 
 static void wm_stream(berth_call_t *c, const msgpack_object *data, void *ud)
 {

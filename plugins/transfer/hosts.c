@@ -45,12 +45,15 @@ void xfer_hosts_free(xfer_host_t *h, size_t n)
     free(h);
 }
 
-static bool key_is(const msgpack_object *k, const char *s) { return berth_mp_str_eq(k, s); }
+static bool key_is(const msgpack_object *k, const char *s)
+{
+    return berth_mp_str_eq(k, s);
+}
 
 static int url_ok(const char *u, const char *what, berth_error_t **err)
 {
-    if ((strncmp(u, "https://", 8) != 0 && strncmp(u, "http://", 7) != 0) ||
-        strlen(u) > 1024 || strchr(u, ' '))
+    if ((strncmp(u, "https://", 8) != 0 && strncmp(u, "http://", 7) != 0) || strlen(u) > 1024 ||
+        strchr(u, ' '))
         return berth_error_set(err, BERTH_E_INVALID_ARGUMENT,
                                "transfer config: %s \"%s\" must be an http:// or https:// URL",
                                what, u);
@@ -75,8 +78,7 @@ static int parse_u32(const msgpack_object *v, const char *key, uint32_t min, uin
     return 0;
 }
 
-static int parse_host(const msgpack_object *o, const char *reg, xfer_host_t *h,
-                      berth_error_t **err)
+static int parse_host(const msgpack_object *o, const char *reg, xfer_host_t *h, berth_error_t **err)
 {
     memset(h, 0, sizeof(*h));
     h->caps = XFER_CAP_PULL | XFER_CAP_RESOLVE;
@@ -140,7 +142,8 @@ static int parse_registry(const msgpack_object *name, const msgpack_object *o,
                                "transfer config: registries.%s must be a map", r->name);
     for (uint32_t i = 0; i < o->via.map.size; i++) {
         const msgpack_object *k = &o->via.map.ptr[i].key, *v = &o->via.map.ptr[i].val;
-        if (key_is(k, "server") && (v->type == MSGPACK_OBJECT_STR || v->type == MSGPACK_OBJECT_NIL)) {
+        if (key_is(k, "server") &&
+            (v->type == MSGPACK_OBJECT_STR || v->type == MSGPACK_OBJECT_NIL)) {
             free(r->server);
             r->server = NULL;
             if (v->type == MSGPACK_OBJECT_STR && v->via.str.size) {
@@ -156,8 +159,7 @@ static int parse_registry(const msgpack_object *name, const msgpack_object *o,
         } else if (key_is(k, "hosts") && v->type == MSGPACK_OBJECT_ARRAY) {
             if (v->via.array.size > 64)
                 return berth_error_set(err, BERTH_E_INVALID_ARGUMENT,
-                                       "transfer config: registries.%s.hosts: at most 64",
-                                       r->name);
+                                       "transfer config: registries.%s.hosts: at most 64", r->name);
             r->hosts = calloc(v->via.array.size + 1, sizeof(xfer_host_t));
             for (uint32_t j = 0; j < v->via.array.size; j++) {
                 r->n_hosts++;
@@ -205,8 +207,8 @@ int xfer_settings_parse(const msgpack_object *cfg, xfer_settings_t *s, berth_err
                 s->regs = calloc(v->via.map.size + 1, sizeof(xfer_registry_cfg_t));
                 for (uint32_t j = 0; j < v->via.map.size && rc == 0; j++) {
                     s->n_regs++;
-                    rc = parse_registry(&v->via.map.ptr[j].key, &v->via.map.ptr[j].val,
-                                        &s->regs[j], err);
+                    rc = parse_registry(&v->via.map.ptr[j].key, &v->via.map.ptr[j].val, &s->regs[j],
+                                        err);
                 }
             }
         } else {

@@ -34,12 +34,12 @@
 #define XFER_MT_DOCKER_LAYER "application/vnd.docker.image.rootfs.diff.tar"
 #define XFER_MT_DOCKER_LAYER_GZ "application/vnd.docker.image.rootfs.diff.tar.gzip"
 #define XFER_ACCEPT_MANIFESTS                                                                      \
-    XFER_MT_OCI_MANIFEST ", " XFER_MT_OCI_INDEX ", " XFER_MT_DOCKER_MANIFEST                        \
+    XFER_MT_OCI_MANIFEST ", " XFER_MT_OCI_INDEX ", " XFER_MT_DOCKER_MANIFEST                       \
                          ", " XFER_MT_DOCKER_LIST
 
 /* gc.ref labels recorded on blobs so GC keeps exactly what an image needs. */
 #define XFER_LABEL_REF_CONFIG "berth.io/gc.ref.content.config"
-#define XFER_LABEL_REF_LAYER "berth.io/gc.ref.content.l." /* + index */
+#define XFER_LABEL_REF_LAYER "berth.io/gc.ref.content.l."    /* + index */
 #define XFER_LABEL_REF_MANIFEST "berth.io/gc.ref.content.m." /* + index */
 #define XFER_LABEL_REF_SNAPSHOT "berth.io/gc.ref.snapshot.overlayfs"
 
@@ -159,14 +159,14 @@ char *xfer_index_json(const xfer_desc_t *descs, size_t n, size_t *len);
 
 /* Docker `docker save` manifest.json entries. */
 typedef struct {
-    char *config;  /* path in the archive */
+    char *config; /* path in the archive */
     char **repo_tags;
     size_t n_repo_tags;
     char **layers; /* paths in the archive */
     size_t n_layers;
 } xfer_docker_entry_t;
-int xfer_docker_manifest_parse(const void *buf, size_t len, xfer_docker_entry_t **out,
-                               size_t *n, berth_error_t **err);
+int xfer_docker_manifest_parse(const void *buf, size_t len, xfer_docker_entry_t **out, size_t *n,
+                               berth_error_t **err);
 void xfer_docker_entries_free(xfer_docker_entry_t *e, size_t n);
 
 /** Encodes a descriptor as a msgpack map {media_type, digest, size[, platform]}. */

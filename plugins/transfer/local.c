@@ -105,8 +105,8 @@ static void config_read(const berth_error_t *err, const char *data, size_t len, 
             if (m->desc.has_platform)
                 xfer_platform_format(&m->desc.platform, p, sizeof(p));
             ld_fail(l, err->code == BERTH_E_NOT_FOUND ? BERTH_E_NOT_FOUND : err->code,
-                    "image %s%s%s: config %s is missing (%s)", l->img->name, p[0] ? " for " : "",
-                    p, q->desc.digest, err->message);
+                    "image %s%s%s: config %s is missing (%s)", l->img->name, p[0] ? " for " : "", p,
+                    q->desc.digest, err->message);
         }
     } else {
         berth_error_t *e = NULL;
@@ -215,7 +215,8 @@ static void doc_read(const berth_error_t *err, const char *data, size_t len, voi
             cq->man = mi;
             cq->is_config = true;
             berth_error_t *e2 = NULL;
-            if (xfer_blob_read(l->ns, cq->desc.digest, XFER_MAX_CONFIG, config_read, cq, &e2) == 0) {
+            if (xfer_blob_read(l->ns, cq->desc.digest, XFER_MAX_CONFIG, config_read, cq, &e2) ==
+                0) {
                 l->pending++;
             } else {
                 ld_fail(l, e2->code, "%s", e2->message);
@@ -250,8 +251,8 @@ static void load_doc(ld_t *l, const xfer_desc_t *d, int depth)
 }
 
 int xfer_limage_load(const char *ns, const char *name, const xfer_desc_t *target,
-                     const xfer_platform_t *want, bool need_config, bool lenient,
-                     xfer_limage_cb cb, void *ud, berth_error_t **err)
+                     const xfer_platform_t *want, bool need_config, bool lenient, xfer_limage_cb cb,
+                     void *ud, berth_error_t **err)
 {
     ld_t *l = calloc(1, sizeof(*l));
     l->img = calloc(1, sizeof(xfer_limage_t));

@@ -37,8 +37,8 @@ typedef void (*xfer_limage_cb)(const berth_error_t *err, xfer_limage_t *img, voi
 /** Loads an image: want NULL = all platforms of an index. The callback owns
  * img (free with xfer_limage_free) when err is NULL. */
 int xfer_limage_load(const char *ns, const char *name, const xfer_desc_t *target,
-                     const xfer_platform_t *want, bool need_config, bool lenient,
-                     xfer_limage_cb cb, void *ud, berth_error_t **err);
+                     const xfer_platform_t *want, bool need_config, bool lenient, xfer_limage_cb cb,
+                     void *ud, berth_error_t **err);
 void xfer_limage_free(xfer_limage_t *img);
 
 /** images.get: cb gets the image record (borrowed) and its target. */

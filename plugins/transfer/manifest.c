@@ -40,7 +40,8 @@ void xfer_strv_free(char **v, size_t n)
 
 bool xfer_mt_is_manifest(const char *mt)
 {
-    return mt && (strcmp(mt, XFER_MT_OCI_MANIFEST) == 0 || strcmp(mt, XFER_MT_DOCKER_MANIFEST) == 0);
+    return mt &&
+           (strcmp(mt, XFER_MT_OCI_MANIFEST) == 0 || strcmp(mt, XFER_MT_DOCKER_MANIFEST) == 0);
 }
 
 bool xfer_mt_is_index(const char *mt)
@@ -488,8 +489,8 @@ int xfer_docker_manifest_parse(const void *buf, size_t len, xfer_docker_entry_t 
         const json_t *tags = json_object_get(it, "RepoTags");
         const json_t *layers = json_object_get(it, "Layers");
         if (!archive_path_ok(cfg) || !json_is_array(layers) ||
-            json_array_size(layers) > XFER_MAX_LAYERS || (tags && !json_is_array(tags) &&
-                                                          !json_is_null(tags))) {
+            json_array_size(layers) > XFER_MAX_LAYERS ||
+            (tags && !json_is_array(tags) && !json_is_null(tags))) {
             berth_error_set(err, BERTH_E_INVALID_ARGUMENT,
                             "manifest.json entry %zu: needs Config, Layers (and RepoTags)", i);
             goto fail;

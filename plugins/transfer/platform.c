@@ -20,7 +20,7 @@ void xfer_platform_normalize(xfer_platform_t *p)
     static const struct {
         const char *from, *arch, *variant;
     } arch_map[] = {
-        {"x86_64", "amd64", ""}, {"x86-64", "amd64", ""}, {"i386", "386", ""},
+        {"x86_64", "amd64", ""}, {"x86-64", "amd64", ""},    {"i386", "386", ""},
         {"i686", "386", ""},     {"aarch64", "arm64", NULL}, {"armhf", "arm", "v7"},
         {"armel", "arm", "v6"},
     };

@@ -43,7 +43,7 @@ typedef struct job_s {
     uint64_t recv; /* bytes of the blob accepted (content's offset + received) */
     char *buf;
     size_t blen;
-    bool got_off, http_done, closed, paused, existed, resumed, restarted;
+    bool got_off, http_done, closed, paused, existed, resumed, restarted, early;
     unsigned refetches;
     uv_timer_t *timer;
     /* config */
@@ -93,6 +93,9 @@ struct pull_s {
     msgpack_zone *img_zone;
     msgpack_object *img;
     char *source_label;
+    char *rs_data, *rs_ct, *rs_dd; /* resolved root, kept until the lease exists */
+    size_t rs_len;
+    bool rs_done;
 };
 
 static void pl_check(pull_t *pl);
@@ -106,7 +109,8 @@ static size_t item_add(pull_t *pl, const char *kind, const char *digest, uint64_
 {
     for (size_t i = 0; i < pl->n_items; i++) {
         size_t kl = strlen(kind);
-        if (strncmp(pl->items[i].ref, kind, kl) == 0 && strcmp(pl->items[i].ref + kl + 1, digest) == 0)
+        if (strncmp(pl->items[i].ref, kind, kl) == 0 &&
+            strcmp(pl->items[i].ref + kl + 1, digest) == 0)
             return i;
     }
     pl->items = realloc(pl->items, (pl->n_items + 1) * sizeof(item_t));
@@ -152,12 +156,21 @@ static void send_progress(pull_t *pl, bool force)
     pl->dirty = false;
 }
 
-static void prog_tick(uv_timer_t *t) { send_progress(t->data, false); }
-static void prog_writable(berth_req_t *r) { send_progress(berth_req_data(r), false); }
+static void prog_tick(uv_timer_t *t)
+{
+    send_progress(t->data, false);
+}
+static void prog_writable(berth_req_t *r)
+{
+    send_progress(berth_req_data(r), false);
+}
 
 /* ---- lifecycle ---------------------------------------------------------- */
 
-static void timer_free(uv_handle_t *h) { free(h); }
+static void timer_free(uv_handle_t *h)
+{
+    free(h);
+}
 
 static void job_free(job_t *j)
 {
@@ -175,6 +188,9 @@ static void pl_free(pull_t *pl)
     xfer_ref_clear(&pl->ref);
     free(pl->name);
     free(pl->source_label);
+    free(pl->rs_data);
+    free(pl->rs_ct);
+    free(pl->rs_dd);
     xfer_reg_unref(pl->reg);
     free(pl->lease);
     xfer_desc_clear(&pl->root);
@@ -441,7 +457,8 @@ static void job_finish(job_t *j, const berth_error_t *err)
 
 static void stream_flush(job_t *j)
 {
-    if (!j->wc || j->closed)
+    /* Nothing goes to content before it said where to start. */
+    if (!j->wc || j->closed || !j->got_off)
         return;
     while (j->blen > 0 && berth_call_stream_credit(j->wc) > 0) {
         size_t n = j->blen < CHUNK ? j->blen : CHUNK;
@@ -460,7 +477,10 @@ static void stream_flush(job_t *j)
     }
 }
 
-static void wc_writable(berth_call_t *c, void *ud) { stream_flush(ud); }
+static void wc_writable(berth_call_t *c, void *ud)
+{
+    stream_flush(ud);
+}
 
 static size_t hq_data(xfer_rreq_t *q, const char *p, size_t n, void *ud)
 {
@@ -502,8 +522,13 @@ static void hq_done(xfer_rreq_t *q, const berth_error_t *err, void *ud)
 {
     job_t *j = ud;
     pull_t *pl = j->pl;
-    j->hq = NULL;
     pl->pending--;
+    if (q != j->hq) {
+        /* An early GET we replaced (the ingest had an offset) or dropped. */
+        pl_check(pl);
+        return;
+    }
+    j->hq = NULL;
     if (err) {
         if (j->wc)
             berth_call_cancel(j->wc);
@@ -565,12 +590,34 @@ static void wc_stream(berth_call_t *c, const msgpack_object *data, void *ud)
     berth_mp_get_bool(data, "existed", &existed, NULL);
     if (existed || j->pl->failed) {
         j->existed = existed;
+        j->early = false;
+        if (j->hq) {
+            xfer_rreq_cancel(j->hq); /* the early GET is not needed */
+            j->hq = NULL;
+        }
         return;
     }
     if (off > j->desc.size)
         off = 0; /* cannot happen with an honest store: start over */
-    j->recv = off;
     j->resumed = off > 0;
+    if (off == 0 && j->early) {
+        /* The early GET from 0 is the right one (running or finished):
+         * release what it buffered. */
+        j->early = false;
+        stream_flush(j);
+        return;
+    }
+    if (j->early) {
+        /* Resume from the ingest's offset instead: drop the early GET. */
+        j->early = false;
+        if (j->hq)
+            xfer_rreq_cancel(j->hq);
+        j->hq = NULL;
+        j->blen = 0;
+        j->paused = false;
+        j->http_done = false;
+    }
+    j->recv = off;
     if (off == j->desc.size) {
         j->http_done = true;
         stream_flush(j);
@@ -676,6 +723,12 @@ static void start_layer(job_t *j)
     }
     berth_call_set_writable_cb(j->wc, wc_writable);
     pl->pending++;
+    /* Start the download while content opens the ingest (a round trip with
+     * disk work); it is replaced if the ingest turns out to have data. */
+    if (!j->restarted) {
+        j->early = true;
+        start_http(j);
+    }
 }
 
 /* -- config: local copy or registry → parse → write with the snapshot label -- */
@@ -705,8 +758,8 @@ static void unpack_progress(size_t layer, const char *status, void *ud)
     job_t *j = m->layers[layer];
     if (strcmp(status, "exists") == 0 && !j->committed)
         return;
-    item_set(m->pl, j->item, strcmp(status, "exists") == 0 ? (j->existed ? "exists" : "done")
-                                                           : status,
+    item_set(m->pl, j->item,
+             strcmp(status, "exists") == 0 ? (j->existed ? "exists" : "done") : status,
              j->desc.size);
 }
 
@@ -794,8 +847,8 @@ static void config_bytes(job_t *j, const char *data, size_t len)
     pl->pending++;
 }
 
-static void config_fetched(const berth_error_t *err, const char *data, size_t len,
-                           const char *ct, const char *dd, void *ud)
+static void config_fetched(const berth_error_t *err, const char *data, size_t len, const char *ct,
+                           const char *dd, void *ud)
 {
     job_t *j = ud;
     pull_t *pl = j->pl;
@@ -1005,9 +1058,9 @@ static void process_index(pull_t *pl, const xfer_desc_t *d, xfer_doc_t *doc, con
         for (size_t i = 0; i < doc->n_manifests && off < sizeof(avail) - 40; i++) {
             char p[100];
             if (doc->manifests[i].has_platform)
-                off += (size_t)snprintf(avail + off, sizeof(avail) - off, "%s%s", off ? ", " : "",
-                                        xfer_platform_format(&doc->manifests[i].platform, p,
-                                                             sizeof(p)));
+                off += (size_t)snprintf(
+                    avail + off, sizeof(avail) - off, "%s%s", off ? ", " : "",
+                    xfer_platform_format(&doc->manifests[i].platform, p, sizeof(p)));
         }
         failf(pl, BERTH_E_NOT_FOUND, "%s has no image for platform %s (available: %s)", pl->name,
               xfer_platform_format(&pl->want, want, sizeof(want)), off ? avail : "none");
@@ -1023,9 +1076,10 @@ static void process_index(pull_t *pl, const xfer_desc_t *d, xfer_doc_t *doc, con
         if (!xfer_mt_is_manifest(c->media_type) && !xfer_mt_is_index(c->media_type))
             continue; /* attestations and other artifacts */
         if (c->size > XFER_MAX_MANIFEST) {
-            failf(pl, BERTH_E_RESOURCE_EXHAUSTED, "manifest %s of %" PRIu64 " bytes is over the "
-                                                  "limit of %u", c->digest, c->size,
-                  XFER_MAX_MANIFEST);
+            failf(pl, BERTH_E_RESOURCE_EXHAUSTED,
+                  "manifest %s of %" PRIu64 " bytes is over the "
+                  "limit of %u",
+                  c->digest, c->size, XFER_MAX_MANIFEST);
             break;
         }
         char *k = NULL;
@@ -1105,6 +1159,52 @@ static void process_doc(pull_t *pl, const xfer_desc_t *d, const char *data, size
 
 /* ---- resolve --------------------------------------------------------------- */
 
+/* Both the lease and the resolved manifest are needed before writing. */
+static void process_root(pull_t *pl)
+{
+    if (!pl->lease || !pl->rs_data || pl->rs_done || pl->failed)
+        return;
+    pl->rs_done = true;
+    const char *data = pl->rs_data, *ct = pl->rs_ct, *dd = pl->rs_dd;
+    size_t len = pl->rs_len;
+    char dg[72];
+    xfer_sha256_digest(data, len, dg);
+    if (pl->ref.digest && strcmp(pl->ref.digest, dg) != 0) {
+        failf(pl, BERTH_E_FAILED_PRECONDITION, "%s: the registry sent a manifest with digest %s",
+              pl->name, dg);
+        return;
+    }
+    if (dd && xfer_digest_valid(dd) && strcmp(dd, dg) != 0) {
+        failf(pl, BERTH_E_FAILED_PRECONDITION,
+              "%s: the registry says the manifest is %s but its bytes hash to %s", pl->name, dd,
+              dg);
+        return;
+    }
+    char mt[256] = "";
+    if (ct)
+        snprintf(mt, sizeof(mt), "%.*s", (int)strcspn(ct, "; "), ct);
+    xfer_desc_t d = {.media_type = (xfer_mt_is_manifest(mt) || xfer_mt_is_index(mt)) ? mt : NULL,
+                     .digest = dg,
+                     .size = len};
+    xfer_doc_t doc;
+    berth_error_t *e = NULL;
+    if (xfer_doc_parse(data, len, d.media_type, &doc, &e) < 0) {
+        berth_error_wrap(&e, "%s", pl->name);
+        fail(pl, e);
+        berth_error_free(&e);
+        return;
+    }
+    pl->root.media_type = strdup(doc.media_type);
+    pl->root.digest = strdup(dg);
+    pl->root.size = len;
+    xfer_doc_clear(&doc);
+    if (pl->n_items > 0)
+        item_set(pl, 0, "resolved", 0);
+    berth_log(BERTH_LOG_INFO, "msg=\"resolved\" ref=\"%s\" digest=%s type=%s", pl->name, dg,
+              pl->root.media_type);
+    process_doc(pl, &pl->root, data, len, 0, pl->unpack);
+}
+
 static void resolved(const berth_error_t *err, const char *data, size_t len, const char *ct,
                      const char *dd, void *ud)
 {
@@ -1112,46 +1212,13 @@ static void resolved(const berth_error_t *err, const char *data, size_t len, con
     pl->pending--;
     if (err) {
         fail(pl, err);
-        pl_check(pl);
-        return;
-    }
-    if (pl->failed) {
-        pl_check(pl);
-        return;
-    }
-    char dg[72];
-    xfer_sha256_digest(data, len, dg);
-    if (pl->ref.digest && strcmp(pl->ref.digest, dg) != 0) {
-        failf(pl, BERTH_E_FAILED_PRECONDITION,
-              "%s: the registry sent a manifest with digest %s", pl->name, dg);
-    } else if (dd && xfer_digest_valid(dd) && strcmp(dd, dg) != 0) {
-        failf(pl, BERTH_E_FAILED_PRECONDITION,
-              "%s: the registry says the manifest is %s but its bytes hash to %s", pl->name, dd,
-              dg);
-    } else {
-        char mt[256] = "";
-        if (ct)
-            snprintf(mt, sizeof(mt), "%.*s", (int)strcspn(ct, "; "), ct);
-        xfer_desc_t d = {.media_type = (xfer_mt_is_manifest(mt) || xfer_mt_is_index(mt)) ? mt : NULL,
-                         .digest = dg,
-                         .size = len};
-        xfer_doc_t doc;
-        berth_error_t *e = NULL;
-        if (xfer_doc_parse(data, len, d.media_type, &doc, &e) < 0) {
-            berth_error_wrap(&e, "%s", pl->name);
-            fail(pl, e);
-            berth_error_free(&e);
-        } else {
-            pl->root.media_type = strdup(doc.media_type);
-            pl->root.digest = strdup(dg);
-            pl->root.size = len;
-            xfer_doc_clear(&doc);
-            if (pl->n_items > 0)
-                item_set(pl, 0, "resolved", 0);
-            berth_log(BERTH_LOG_INFO, "msg=\"resolved\" ref=\"%s\" digest=%s type=%s", pl->name,
-                      dg, pl->root.media_type);
-            process_doc(pl, &pl->root, data, len, 0, pl->unpack);
-        }
+    } else if (!pl->failed) {
+        pl->rs_data = malloc(len + 1);
+        memcpy(pl->rs_data, data, len);
+        pl->rs_len = len;
+        pl->rs_ct = ct ? strdup(ct) : NULL;
+        pl->rs_dd = dd ? strdup(dd) : NULL;
+        process_root(pl);
     }
     pump(pl);
     pl_check(pl);
@@ -1175,15 +1242,15 @@ static void lease_created(berth_call_t *c, const berth_error_t *err, const msgpa
     const msgpack_object *lease = berth_mp_get(res, "lease");
     const msgpack_object *id = berth_mp_get(lease, "id");
     pl->lease = berth_mp_strdup(id);
-    if (!pl->lease) {
+    if (!pl->lease)
         failf(pl, BERTH_E_INTERNAL, "leases.create answered without an id");
-        pl_check(pl);
-        return;
-    }
-    if (pl->failed) {
-        pl_check(pl);
-        return;
-    }
+    process_root(pl);
+    pump(pl);
+    pl_check(pl);
+}
+
+static void start_resolve(pull_t *pl)
+{
     char path[600], what[300];
     snprintf(path, sizeof(path), "/v2/%s/manifests/%s", pl->ref.path,
              pl->ref.digest ? pl->ref.digest : pl->ref.tag);
@@ -1199,7 +1266,6 @@ static void lease_created(berth_call_t *c, const berth_error_t *err, const msgpa
         fail(pl, e);
         berth_error_free(&e);
     }
-    pl_check(pl);
 }
 
 static void pull_cancel(berth_req_t *r)
@@ -1244,8 +1310,8 @@ static void start_pull(berth_req_t *r, const msgpack_object *params, bool unpack
     pl->all_platforms = all;
     pl->unpack = unpack;
     pl->t0 = berth_mono_ms();
-    pl->max_conc = maxc ? (unsigned)(maxc > 64 ? 64 : maxc)
-                        : xfer_ctx->settings.max_concurrent_downloads;
+    pl->max_conc =
+        maxc ? (unsigned)(maxc > 64 ? 64 : maxc) : xfer_ctx->settings.max_concurrent_downloads;
     pl->want = xfer_ctx->host;
     if (platform) {
         if (xfer_platform_parse(platform, &pl->want, &err) < 0) {
@@ -1285,6 +1351,8 @@ static void start_pull(berth_req_t *r, const msgpack_object *params, bool unpack
     berth_mp_kv_str(&b.pk, "berth.io/transfer", pl->name);
     if (xfer_call("leases.create", &b, lease_created, pl, &err) == 0) {
         pl->pending++;
+        /* Resolve meanwhile: nothing is written before the lease exists. */
+        start_resolve(pl);
     } else {
         fail(pl, err);
         berth_error_free(&err);
@@ -1307,7 +1375,10 @@ bad:
     berth_req_fail(r, &err);
 }
 
-void xfer_handle_pull(berth_req_t *r, const msgpack_object *params) { start_pull(r, params, true); }
+void xfer_handle_pull(berth_req_t *r, const msgpack_object *params)
+{
+    start_pull(r, params, true);
+}
 void xfer_handle_fetch(berth_req_t *r, const msgpack_object *params)
 {
     start_pull(r, params, false);

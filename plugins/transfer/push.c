@@ -47,7 +47,7 @@ struct push_s {
         char *ref;
         const char *status;
         uint64_t offset, total;
-    } *items;
+    } * items;
     size_t n_items;
 };
 
@@ -178,8 +178,13 @@ static void push_next_doc(push_t *ps)
     snprintf(path, sizeof(path), "/v2/%s/manifests/%s", ps->ref.path,
              root && ps->ref.tag ? ps->ref.tag : d->desc.digest);
     snprintf(what, sizeof(what), "manifest %s", d->desc.digest);
-    xfer_rreq_opts_t o = {.method = "PUT", .path = path, .content_type = d->desc.media_type,
-                          .body = d->bytes, .body_len = d->len, .what = what, .no_fallback = true};
+    xfer_rreq_opts_t o = {.method = "PUT",
+                          .path = path,
+                          .content_type = d->desc.media_type,
+                          .body = d->bytes,
+                          .body_len = d->len,
+                          .what = what,
+                          .no_fallback = true};
     xfer_rreq_cbs_t cbs = {.on_done = doc_put};
     berth_error_t *e = NULL;
     if (xfer_rreq_start(ps->reg, &o, &cbs, ps, &e))
@@ -246,8 +251,12 @@ static void start_put(pblob_t *b)
         url = NULL;
     char what[100];
     snprintf(what, sizeof(what), "upload of blob %s", b->desc.digest);
-    xfer_rreq_opts_t o = {.method = "PUT", .url = url, .content_type = "application/octet-stream",
-                          .upload_path = b->path, .upload_size = b->desc.size, .what = what};
+    xfer_rreq_opts_t o = {.method = "PUT",
+                          .url = url,
+                          .content_type = "application/octet-stream",
+                          .upload_path = b->path,
+                          .upload_size = b->desc.size,
+                          .what = what};
     xfer_rreq_cbs_t cbs = {.on_done = put_done};
     berth_error_t *e = NULL;
     progress(ps, b->item, "uploading");
@@ -293,7 +302,8 @@ static void post_done(xfer_rreq_t *q, const berth_error_t *err, void *ud)
     } else if (st == 201 && b->mount_from) {
         blob_done(b, NULL, "mounted");
     } else if (!loc) {
-        berth_error_t e = {.code = BERTH_E_UNAVAILABLE, .message = "registry gave no upload location"};
+        berth_error_t e = {.code = BERTH_E_UNAVAILABLE,
+                           .message = "registry gave no upload location"};
         blob_done(b, &e, NULL);
     } else {
         b->location = xfer_url_resolve(xfer_rreq_url(q), loc);
@@ -324,8 +334,8 @@ static void start_post(pblob_t *b)
     } else {
         snprintf(path, sizeof(path), "/v2/%s/blobs/uploads/", ps->ref.path);
     }
-    xfer_rreq_opts_t o = {.method = "POST", .path = path, .what = "start upload",
-                          .no_fallback = true};
+    xfer_rreq_opts_t o = {
+        .method = "POST", .path = path, .what = "start upload", .no_fallback = true};
     xfer_rreq_cbs_t cbs = {.on_done = post_done};
     berth_error_t *e = NULL;
     if (xfer_rreq_start(ps->reg, &o, &cbs, b, &e))
@@ -442,8 +452,9 @@ static void ps_loaded(const berth_error_t *err, xfer_limage_t *img, void *ud)
     if (img->missing_docs > 0 && !ps->has_want) {
         /* A single-platform pull of a multi-platform image: push what we have
          * for the host platform, as the tag's manifest. */
-        berth_log(BERTH_LOG_INFO, "msg=\"index incomplete locally, pushing the host platform\" "
-                                  "image=\"%s\"",
+        berth_log(BERTH_LOG_INFO,
+                  "msg=\"index incomplete locally, pushing the host platform\" "
+                  "image=\"%s\"",
                   ps->local);
         xfer_desc_t t;
         xfer_desc_copy(&t, &img->target);
@@ -451,7 +462,8 @@ static void ps_loaded(const berth_error_t *err, xfer_limage_t *img, void *ud)
         ps->has_want = true;
         ps->want = xfer_ctx->host;
         berth_error_t *e = NULL;
-        if (xfer_limage_load(ps->ns, ps->local, &t, &ps->want, false, false, ps_loaded, ps, &e) < 0) {
+        if (xfer_limage_load(ps->ns, ps->local, &t, &ps->want, false, false, ps_loaded, ps, &e) <
+            0) {
             ps_fail(ps, e->code, "%s", e->message);
             berth_error_free(&e);
             ps_reply(ps);
@@ -489,8 +501,8 @@ static void ps_loaded(const berth_error_t *err, xfer_limage_t *img, void *ud)
     ps_check(ps);
 }
 
-static void ps_got(const berth_error_t *err, const msgpack_object *image,
-                   const xfer_desc_t *target, void *ud)
+static void ps_got(const berth_error_t *err, const msgpack_object *image, const xfer_desc_t *target,
+                   void *ud)
 {
     push_t *ps = ud;
     berth_error_t *e = NULL;

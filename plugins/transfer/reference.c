@@ -33,9 +33,15 @@ bool xfer_digest_valid_n(const char *s, size_t n)
     return true;
 }
 
-bool xfer_digest_valid(const char *s) { return s && xfer_digest_valid_n(s, strlen(s)); }
+bool xfer_digest_valid(const char *s)
+{
+    return s && xfer_digest_valid_n(s, strlen(s));
+}
 
-static bool lower_alnum(char c) { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'); }
+static bool lower_alnum(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
+}
 
 /* path-component := [a-z0-9]+ ( ( "." | "_" | "__" | "-"+ ) [a-z0-9]+ )* */
 static bool component_valid(const char *s, size_t n)
@@ -160,8 +166,8 @@ int xfer_ref_parse(const char *s, xfer_ref_t *out, berth_error_t **err)
         if (strncmp(d, "sha256:", 7) != 0)
             return BAD("invalid reference \"%s\": unsupported digest algorithm (only sha256)", s);
         if (!xfer_digest_valid(d))
-            return BAD("invalid reference \"%s\": digest must be sha256: and 64 lowercase hex digits",
-                       s);
+            return BAD(
+                "invalid reference \"%s\": digest must be sha256: and 64 lowercase hex digits", s);
     }
     if (name_len == 0)
         return BAD("invalid reference \"%s\": missing repository name", s);
@@ -204,7 +210,8 @@ int xfer_ref_parse(const char *s, xfer_ref_t *out, berth_error_t **err)
         }
     }
     if (dom && !domain_valid(dom, dom_len))
-        return BAD("invalid reference \"%s\": invalid registry host \"%.*s\"", s, (int)dom_len, dom);
+        return BAD("invalid reference \"%s\": invalid registry host \"%.*s\"", s, (int)dom_len,
+                   dom);
     if (path_len == 0)
         return BAD("invalid reference \"%s\": missing repository name", s);
     for (size_t i = 0; i < path_len; i++)

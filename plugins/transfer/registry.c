@@ -67,8 +67,8 @@ struct xfer_rreq_s {
     char *upload_path;
     uint64_t upload_size;
     bool no_fallback, no_retry_status;
-    bool is_token;      /* token request: no auth, link-local peers refused */
-    char *basic;        /* token request: basic credentials (b64) to send */
+    bool is_token; /* token request: no auth, link-local peers refused */
+    char *basic;   /* token request: basic credentials (b64) to send */
     /* progress */
     size_t host_i;
     char *url;
@@ -106,7 +106,10 @@ struct xfer_rreq_s {
 
 static void check_done(xfer_http_t *h);
 
-static void sock_closed(uv_handle_t *hd) { free(hd->data); }
+static void sock_closed(uv_handle_t *hd)
+{
+    free(hd->data);
+}
 
 static void poll_cb(uv_poll_t *p, int status, int events)
 {
@@ -202,7 +205,10 @@ xfer_http_t *xfer_http_new(uv_loop_t *loop, const xfer_settings_t *s, berth_erro
     return h;
 }
 
-static void http_timer_closed(uv_handle_t *hd) { free(hd->data); }
+static void http_timer_closed(uv_handle_t *hd)
+{
+    free(hd->data);
+}
 
 void xfer_http_free(xfer_http_t *h)
 {
@@ -254,14 +260,23 @@ void xfer_reg_unref(xfer_reg_t *r)
     free(r);
 }
 
-const char *xfer_reg_repo(const xfer_reg_t *r) { return r->repo; }
-const char *xfer_reg_domain(const xfer_reg_t *r) { return r->domain; }
+const char *xfer_reg_repo(const xfer_reg_t *r)
+{
+    return r->repo;
+}
+const char *xfer_reg_domain(const xfer_reg_t *r)
+{
+    return r->domain;
+}
 void xfer_reg_prefer_host(xfer_reg_t *r, size_t i)
 {
     if (i < r->n_hosts)
         r->preferred = i;
 }
-size_t xfer_reg_host_index(const xfer_reg_t *r) { return r->preferred; }
+size_t xfer_reg_host_index(const xfer_reg_t *r)
+{
+    return r->preferred;
+}
 
 void xfer_reg_add_scope(xfer_reg_t *r, const char *scope)
 {
@@ -357,7 +372,7 @@ static void rreq_free(xfer_rreq_t *q)
 static char **header_slot(xfer_rreq_t *q, const char *name, size_t n)
 {
 #define H(str, field)                                                                              \
-    if (n == sizeof(str) - 1 && strncasecmp(name, str, n) == 0)                                   \
+    if (n == sizeof(str) - 1 && strncasecmp(name, str, n) == 0)                                    \
         return &q->field;
     H("content-type", h_ctype)
     H("docker-content-digest", h_digest)
@@ -376,10 +391,19 @@ const char *xfer_rreq_header(const xfer_rreq_t *q, const char *name)
     return s ? *s : NULL;
 }
 
-long xfer_rreq_status(const xfer_rreq_t *q) { return q->status; }
-const char *xfer_rreq_url(const xfer_rreq_t *q) { return q->url; }
+long xfer_rreq_status(const xfer_rreq_t *q)
+{
+    return q->status;
+}
+const char *xfer_rreq_url(const xfer_rreq_t *q)
+{
+    return q->url;
+}
 
-static bool status_ok(long st) { return st >= 200 && st < 300; }
+static bool status_ok(long st)
+{
+    return st >= 200 && st < 300;
+}
 
 /* Headers arrive line by line; the empty line ends a response's headers. */
 static size_t header_cb(char *buf, size_t size, size_t nitems, void *ud)
@@ -510,8 +534,8 @@ static void up_read_done(uv_fs_t *r)
         return;
     }
     if (res < 0) {
-        berth_error_set(&q->abort_err, BERTH_E_INTERNAL, "%s: read %s: %s", q->what,
-                        q->upload_path, uv_strerror((int)res));
+        berth_error_set(&q->abort_err, BERTH_E_INTERNAL, "%s: read %s: %s", q->what, q->upload_path,
+                        uv_strerror((int)res));
     } else {
         q->up_len = (size_t)res;
         q->up_pos = 0;
@@ -613,9 +637,9 @@ static void attempt(xfer_rreq_t *q)
             q->url = NULL;
         }
         free(q->auth_hostport);
-        q->auth_hostport = q->is_token ? NULL
-                                       : xfer_url_hostport(q->abs_url ? q->abs_url
-                                                                      : r->hosts[q->host_i].url);
+        q->auth_hostport =
+            q->is_token ? NULL
+                        : xfer_url_hostport(q->abs_url ? q->abs_url : r->hosts[q->host_i].url);
     }
     q->range_from = q->cbs.resume_offset ? q->cbs.resume_offset(q, q->ud) : 0;
     q->up_pos = q->up_len = 0;
@@ -838,9 +862,9 @@ static void token_done(const berth_error_t *err, const char *data, size_t len, x
 {
     berth_error_t *e = NULL;
     if (err) {
-        berth_error_set(&e, err->code == BERTH_E_CANCELED ? BERTH_E_CANCELED
-                                                          : BERTH_E_PERMISSION_DENIED,
-                        "%s: fetching a registry token: %s", q->what, err->message);
+        berth_error_set(
+            &e, err->code == BERTH_E_CANCELED ? BERTH_E_CANCELED : BERTH_E_PERMISSION_DENIED,
+            "%s: fetching a registry token: %s", q->what, err->message);
         finish(q, &e);
         return;
     }
@@ -1031,25 +1055,25 @@ static void on_easy_done(xfer_rreq_t *q, CURLcode rc)
     }
     char *msg = registry_message(q);
     if ((st >= 500 || st == 429 || st == 408) && !q->no_retry_status && q->attempt < max) {
-        berth_log(BERTH_LOG_INFO, "msg=\"retrying\" what=\"%s\" status=%ld attempt=%u", q->what,
-                  st, q->attempt);
+        berth_log(BERTH_LOG_INFO, "msg=\"retrying\" what=\"%s\" status=%ld attempt=%u", q->what, st,
+                  q->attempt);
         free(msg);
         free(q->url);
         q->url = NULL;
         schedule(q, backoff_ms(q));
         return;
     }
-    berth_code_t code = st == 404   ? BERTH_E_NOT_FOUND
-                        : st == 403 ? BERTH_E_PERMISSION_DENIED
-                        : st == 416 ? BERTH_E_FAILED_PRECONDITION
+    berth_code_t code = st == 404                ? BERTH_E_NOT_FOUND
+                        : st == 403              ? BERTH_E_PERMISSION_DENIED
+                        : st == 416              ? BERTH_E_FAILED_PRECONDITION
                         : st >= 500 || st == 429 ? BERTH_E_UNAVAILABLE
                                                  : BERTH_E_INVALID_ARGUMENT;
     if (st == 404)
         berth_error_set(&e, code, "%s not found in %s/%s%s%s%s", q->what, q->reg->domain,
                         q->reg->repo, msg ? " (" : "", msg ? msg : "", msg ? ")" : "");
     else
-        berth_error_set(&e, code, "%s: registry %s answered HTTP %ld%s%s", q->what,
-                        q->reg->domain, st, msg ? ": " : "", msg ? msg : "");
+        berth_error_set(&e, code, "%s: registry %s answered HTTP %ld%s%s", q->what, q->reg->domain,
+                        st, msg ? ": " : "", msg ? msg : "");
     free(msg);
     if (q->is_token || !next_host(q, &e))
         finish(q, &e);
@@ -1201,9 +1225,11 @@ xfer_rreq_t *xfer_reg_get_mem(xfer_reg_t *r, const char *path, const char *accep
     m->cb = cb;
     m->ud = ud;
     m->max = max;
-    xfer_rreq_opts_t o = {.method = "GET", .path = path, .accept = accept, .what = what,
-                          .no_fallback = no_fallback};
-    xfer_rreq_cbs_t cbs = {.on_start = mem_start, .on_data = mem_data, .resume_offset = mem_resume,
+    xfer_rreq_opts_t o = {
+        .method = "GET", .path = path, .accept = accept, .what = what, .no_fallback = no_fallback};
+    xfer_rreq_cbs_t cbs = {.on_start = mem_start,
+                           .on_data = mem_data,
+                           .resume_offset = mem_resume,
                            .on_done = mem_done};
     xfer_rreq_t *q = xfer_rreq_start(r, &o, &cbs, m, err);
     if (!q)

@@ -48,18 +48,18 @@ typedef struct {
 } xfer_rreq_cbs_t;
 
 typedef struct {
-    const char *method;       /* "GET" (default), "HEAD", "PUT", "POST", "PATCH" */
-    const char *path;         /* "/v2/<repo>/..." relative to the registry host */
-    const char *url;          /* or an absolute URL (upload locations) */
+    const char *method; /* "GET" (default), "HEAD", "PUT", "POST", "PATCH" */
+    const char *path;   /* "/v2/<repo>/..." relative to the registry host */
+    const char *url;    /* or an absolute URL (upload locations) */
     const char *accept;
     const char *content_type;
-    const void *body;         /* PUT/POST body from memory (borrowed until done) */
+    const void *body; /* PUT/POST body from memory (borrowed until done) */
     size_t body_len;
-    const char *upload_path;  /* or the body from a file (content.path) */
+    const char *upload_path; /* or the body from a file (content.path) */
     uint64_t upload_size;
-    bool no_fallback;         /* do not try the next host on 404/errors */
-    bool no_retry_status;     /* treat 5xx as final (uploads that are not idempotent) */
-    const char *what;         /* for messages: "manifest sha256:..." */
+    bool no_fallback;     /* do not try the next host on 404/errors */
+    bool no_retry_status; /* treat 5xx as final (uploads that are not idempotent) */
+    const char *what;     /* for messages: "manifest sha256:..." */
 } xfer_rreq_opts_t;
 
 /** Starts a request. Returns NULL with *err only on immediate failure

@@ -18,7 +18,7 @@ struct xfer_unpack_s {
     size_t n;
     bool *ready;
     size_t next;
-    bool started, busy, canceled, finished;
+    bool started, busy, canceled, finished, top_missing;
     char *key; /* the active extract snapshot, removed on failure */
     xfer_unpack_progress_cb pcb;
     xfer_unpack_done_cb dcb;
@@ -120,7 +120,8 @@ static void copy_err(berth_error_t **dst, const berth_error_t *src, const char *
     berth_error_set(dst, src->code, "%s %s: %s", ctx, d, src->message);
 }
 
-static void committed(berth_call_t *c, const berth_error_t *err, const msgpack_object *res, void *ud)
+static void committed(berth_call_t *c, const berth_error_t *err, const msgpack_object *res,
+                      void *ud)
 {
     xfer_unpack_t *u = ud;
     size_t i = u->next;
@@ -205,6 +206,8 @@ static void prepared(berth_call_t *c, const berth_error_t *err, const msgpack_ob
     berth_mpbuf_destroy(&b);
 }
 
+static void prepare_layer(xfer_unpack_t *u);
+
 static void stat_layer(berth_call_t *c, const berth_error_t *err, const msgpack_object *res,
                        void *ud)
 {
@@ -226,6 +229,13 @@ static void stat_layer(berth_call_t *c, const berth_error_t *err, const msgpack_
         fail(u, &e);
         return;
     }
+    prepare_layer(u);
+}
+
+static void prepare_layer(xfer_unpack_t *u)
+{
+    size_t i = u->next;
+    berth_error_t *e = NULL;
     uint8_t rnd[8];
     if (getrandom(rnd, sizeof(rnd), 0) != sizeof(rnd))
         memset(rnd, 0x5a, sizeof(rnd));
@@ -259,6 +269,11 @@ static void step(xfer_unpack_t *u)
     if (!u->ready[u->next])
         return;
     u->busy = true;
+    if (u->next == u->n - 1 && u->top_missing) {
+        /* Already asked: the top snapshot is not there. */
+        prepare_layer(u);
+        return;
+    }
     berth_mpbuf_t b;
     xfer_params_begin(&b, 1, u->ns, NULL);
     berth_mp_kv_str(&b.pk, "key", u->chain[u->next]);
@@ -280,6 +295,8 @@ static void stat_top(berth_call_t *c, const berth_error_t *err, const msgpack_ob
             if (u->pcb)
                 u->pcb(i, "exists", u->ud);
         u->next = u->n;
+    } else {
+        u->top_missing = true;
     }
     step(u);
 }
@@ -310,7 +327,10 @@ void xfer_unpack_layer_ready(xfer_unpack_t *u, size_t i)
     step(u);
 }
 
-static void timer_closed(uv_handle_t *h) { free(h); }
+static void timer_closed(uv_handle_t *h)
+{
+    free(h);
+}
 
 static void cancel_fire(uv_timer_t *t)
 {

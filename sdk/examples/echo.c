@@ -11,6 +11,8 @@
  *   echo.crash   {} → the process aborts
  *   echo.freeze  {ms} → blocks its own loop (to exercise the health watchdog)
  *   echo.internal {} → {}   internal: callable by plugin "echo" only
+ *   echo.watch   {} → streams one chunk {pid} then stays open until
+ *                canceled; resumable (re-sent to a replacement instance)
  * Flags: --crash-at-start (exit 1 before connecting; for crash-loop tests). */
 #include <signal.h>
 #include <stdio.h>
@@ -74,6 +76,7 @@ static void delayed_cancel(berth_req_t *r)
     if (!d || !d->req)
         return;
     d->req = NULL;
+    berth_log(BERTH_LOG_INFO, "msg=\"request canceled\" method=%s", berth_req_method(r));
     berth_req_failf(r, BERTH_E_CANCELED, "echo canceled");
     uv_timer_stop(&d->timer);
     uv_close((uv_handle_t *)&d->timer, delayed_closed);
@@ -380,6 +383,23 @@ static void handle_internal(berth_req_t *r, const msgpack_object *params)
     berth_req_reply_end(r);
 }
 
+/* ---- echo.watch: a long-lived, resumable stream ------------------------------- */
+
+static void watch_cancel(berth_req_t *r)
+{
+    berth_log(BERTH_LOG_INFO, "msg=\"request canceled\" method=echo.watch");
+    berth_req_failf(r, BERTH_E_CANCELED, "echo.watch canceled");
+}
+
+static void handle_watch(berth_req_t *r, const msgpack_object *params)
+{
+    berth_req_set_cancel_cb(r, watch_cancel);
+    msgpack_packer *pk = berth_req_stream_begin(r);
+    msgpack_pack_map(pk, 1);
+    berth_mp_kv_i64(pk, "pid", getpid());
+    berth_req_stream_end_chunk(r);
+}
+
 static const berth_method_t methods[] = {
     {"echo.echo", handle_echo, BERTH_METHOD_IDEMPOTENT, NULL},
     {"echo.pid", handle_pid, BERTH_METHOD_IDEMPOTENT, NULL},
@@ -391,6 +411,7 @@ static const berth_method_t methods[] = {
     {"echo.crash", handle_crash, 0, NULL},
     {"echo.freeze", handle_freeze, 0, NULL},
     {"echo.internal", handle_internal, BERTH_METHOD_INTERNAL, "echo"},
+    {"echo.watch", handle_watch, BERTH_METHOD_RESUMABLE, NULL},
 };
 
 static int echo_init(berth_plugin_t *p, berth_error_t **err)

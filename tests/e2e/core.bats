@@ -333,6 +333,44 @@ plugin_field() { # ID FIELD
     [[ $output == *"deadline_exceeded"*"waiting for plugin echo (restarting)"* ]]
 }
 
+@test "a client that disconnects cancels its requests in the plugin" {
+    start_echo
+    # (the binary itself, not the berth_rpc function: kill must reach it)
+    "$BERTH_RPCTOOL" -a "$BERTH_SOCK" call echo.sleep '{"ms": 30000}' >/dev/null 2>&1 &
+    BG_PID=$!
+    sleep 0.3
+    kill "$BG_PID"
+    wait "$BG_PID" || true
+    BG_PID=
+    berth_wait_for 5 grep -q 'plugin=echo .*msg="request canceled" method=echo.sleep' "$BERTH_LOG"
+    # The orphaned response is dropped; the daemon serves on.
+    berth_rpc call echo.echo
+}
+
+@test "resumable streams are re-sent to the replacement instance" {
+    start_echo
+    old=$(berth_plugin_pid echo)
+    berth_rpc call echo.watch >"$BERTH_TEST_DIR/watch.out" 2>&1 &
+    BG_PID=$!
+    berth_wait_for 5 grep -q "\"pid\":$old" "$BERTH_TEST_DIR/watch.out"
+    run berth_rpc call plugins.replace '{"id": "echo"}'
+    [ "$status" -eq 0 ]
+    new=$(jq -r .pid <<<"$output")
+    berth_wait_for 5 grep -q "\"pid\":$new" "$BERTH_TEST_DIR/watch.out"
+    kill -0 "$BG_PID" # the caller's stream is still open
+}
+
+@test "queue_limit bounds the requests waiting for a restarting plugin" {
+    export BERTH_CONFIG_EXTRA='{"queue_limit": 2, "restart_backoff_min_ms": 1000}'
+    start_echo
+    kill -9 "$(berth_plugin_pid echo)"
+    sleep 0.1
+    run berth_rpc load echo.echo 5 5
+    [ "$status" -eq 1 ]
+    [[ $output == *"ok=2 failed=3"*"resource_exhausted=3"* ]]
+    [[ $output == *"queue_limit"* ]]
+}
+
 @test "streams pass through the core in both directions with flow control" {
     start_echo
     run berth_rpc call echo.stream '{"n": 50, "size": 100000}'

@@ -17,7 +17,8 @@ QUIET_GC='{"gc": {"config": {"startup_delay": "0ms", "deletion_threshold": 10000
 
 setup_file() {
     export BERTH_BIN=${BERTH_BIN:-$BATS_TEST_DIRNAME/../../build/bin}
-    export T=$(mktemp -d /tmp/berth-gc-e2e.XXXXXX)
+    T=$(mktemp -d /tmp/berth-gc-e2e.XXXXXX)
+    export T
 }
 
 teardown_file() {
@@ -38,6 +39,10 @@ teardown() {
         kill -9 "$p" 2>/dev/null || true
         wait "$p" 2>/dev/null || true
     done
+    if [[ -n ${REG_STARTED:-} ]]; then
+        registry_stop
+        REG_STARTED=
+    fi
     if [[ -n ${DAEMON_STARTED:-} ]]; then
         [[ -z ${BATS_TEST_COMPLETED:-} ]] && berth_dump_log 80 >&3 || true
         berth_stop_daemon
@@ -125,6 +130,7 @@ plugin_ok() {
     [[ $(berth_rpc call plugins.list "{\"id\": \"$1\"}" | jq -r '.plugins[0].status') == ok ]]
 }
 collections_gt() { [ "$(gc_status | jq .collections)" -gt "$1" ]; }
+last_deleted_is() { gc_status | jq -e ".last.content_deleted == $1" >/dev/null; }
 gc_last_clean() { gc_status | jq -e '.last.error == null and .last.pending == 0' >/dev/null; }
 garbage_gone() { [ "$(garbage_files_left)" -eq 0 ]; }
 no_containers() { [ "$(rpc containers.list '{}' | jq '.containers | length')" -eq 0 ]; }
@@ -245,7 +251,7 @@ need_image_stack() {
     # ...but soon, without `berth gc`.
     berth_wait_for 10 test ! -e "$(blob_file "$d")"
     berth_wait_for 5 collections_gt "$before"
-    gc_status | jq -e '.last.content_deleted == 1'
+    berth_wait_for 5 last_deleted_is 1
 }
 
 @test "a lease keeps its content until it is deleted; an expired lease's content is collected when it expires" {
@@ -269,7 +275,7 @@ need_image_stack() {
     berth_wait_for 8 test ! -e "$(blob_file "$e")"
     [ "$(date +%s%N)" -ge "$exp" ]
     [ -f "$(blob_file "$d")" ]
-    gc_status | jq -e '.last.content_deleted == 1'
+    berth_wait_for 5 last_deleted_is 1
     # Deleting the lease releases it.
     if berth leases rm --help 2>&1 | grep -q -- --sync; then
         berth leases rm --sync hold
@@ -329,7 +335,7 @@ garbage_files_left() {
     STOPPED_PIDS+=("$cpid")
     berth gc >"$T/gc1.out" 2>&1 &
     gc1=$!
-    BG_PIDS+=($gc1)
+    BG_PIDS+=("$gc1")
     # Metadata swept and tombstoned the records: the sweep has started.
     berth_wait_for 10 content_count_is 1
     [ "$(garbage_files_left)" -eq 40 ]
@@ -363,7 +369,7 @@ garbage_files_left() {
     STOPPED_PIDS+=("$cpid")
     berth gc >"$T/gc1.out" 2>&1 &
     gc1=$!
-    BG_PIDS+=($gc1)
+    BG_PIDS+=("$gc1")
     berth_wait_for 10 content_count_is 1
     kill -9 "$gpid"
     kill -CONT "$cpid"
@@ -438,8 +444,51 @@ garbage_files_left() {
         [ -f "$(blob_file "$d")" ]
     done
     # And transfer agrees that the image is complete there.
-    rpc images.check '{"namespace": "ns-b"}' | jq -e '(.images | length == 1) and ([.images[] | select(.complete != true)] | length == 0)'
+    rpc images.check '{"namespace": "ns-b"}' | jq -e '(.images | length == 1) and (.images[0].status == "complete") and (.images[0].complete == .images[0].total)'
     berth -n ns-b images rm --sync "$IMG"
     [ "$(blob_files)" -eq 0 ]
     [ "$(snapshot_count ns-b)" -eq 0 ]
+}
+
+gc_forever() {
+    while :; do
+        "$BERTH_BIN/berth" -a "$BERTH_SOCK" gc >/dev/null 2>&1 || true
+    done
+}
+
+@test "a pull in progress (holding its lease) is never collected by collections running during it" {
+    start
+    need_plugin transfer
+    need_plugin snapshot-overlay
+    need_cli "images pull" --plain-http
+    # shellcheck source=/dev/null
+    source "$BATS_TEST_DIRNAME/lib/registry.bash"
+    registry_start
+    REG_STARTED=1
+    # Four layers, three of them with 8 MiB of random data: the pull takes a
+    # while, and collections run back to back the whole time.
+    registry_build_image "$T/reg-img" 4 8
+    registry_push "$T/reg-img" berth/gcpull:v1
+    before=$(gc_status | jq .collections)
+    gc_forever &
+    BG_PIDS+=($!)
+    run berth images pull --plain-http "$REG/berth/gcpull:v1"
+    kill "${BG_PIDS[-1]}"
+    wait "${BG_PIDS[-1]}" 2>/dev/null || true
+    [ "$status" -eq 0 ]
+    during=$(( $(gc_status | jq .collections) - before ))
+    echo "collections during the pull: $during"
+    [ "$during" -ge 2 ]
+    # Everything the image needs is there and intact.
+    rpc images.check '{}' | jq -e '(.images | length == 1) and (.images[0].status == "complete") and (.images[0].complete == .images[0].total)'
+    for d in $(rpc content.list '{}' | jq -r '.infos[].digest'); do
+        [ "$(sha256sum <"$(blob_file "$d")" | cut -d' ' -f1)" = "${d#sha256:}" ]
+    done
+    # And a collection now keeps it all (the image is the root).
+    run gc_json
+    jq -e '.stats.content_deleted == 0 and .stats.snapshots_deleted == 0' <<<"$output"
+    berth images rm --sync "$REG/berth/gcpull:v1"
+    [ "$(content_count)" -eq 0 ]
+    [ "$(snapshot_count)" -eq 0 ]
+    [ "$(blob_files)" -eq 0 ]
 }

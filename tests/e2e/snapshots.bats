@@ -200,29 +200,35 @@ PY
 }
 
 @test "crash safety: kill -9 mid-apply leaves an uncommittable snapshot; restart cleans temp dirs" {
-    # A layer big enough to still be extracting when the plugin is killed.
-    python3 - "$BERTH_TEST_DIR/big.tar" <<'PY'
-import io, os, sys, tarfile
-with tarfile.open(sys.argv[1], "w") as t:
-    blob = os.urandom(1 << 20)
-    for i in range(600):
-        ti = tarfile.TarInfo("d%03d/f" % (i % 50) + str(i)); ti.size = len(blob)
-        t.addfile(ti, io.BytesIO(blob))
-PY
+    # Restart the daemon with a failpoint that stalls extraction after 3 entries.
+    berth_stop_daemon
+    export BERTH_FAILPOINTS=overlay.apply.pause_after_entries=3
+    berth_start_daemon '{"gc": {"enabled": false}, "transfer": {"enabled": false}, "runtime-runc": {"enabled": false}}'
+    SNAPS=$BERTH_ROOT/snapshot-overlay/snapshots
+    make_layer "$BERTH_TEST_DIR/l.tgz"
+    d=$(berth content ingest crash-layer <"$BERTH_TEST_DIR/l.tgz")
+    sz=$(stat -c %s "$BERTH_TEST_DIR/l.tgz")
     berth snapshots prepare crash-1
     id=$(snap_id crash-1)
     pid=$(berth_plugin_pid snapshot-overlay)
-    apply_layer crash-1 "$BERTH_TEST_DIR/big.tar" application/vnd.oci.image.layer.v1.tar \
-        >"$BERTH_TEST_DIR/apply.out" 2>&1 &
-    berth_wait_for 20 test -e "$SNAPS/$id/fs/d000"
+    # (fd 3 closed: bats must not wait for this background call)
+    berth_rpc call diff.apply "{\"key\": \"crash-1\", \"desc\": {\"media_type\": \"application/vnd.oci.image.layer.v1.tar+gzip\", \"digest\": \"$d\", \"size\": $sz}}" \
+        >"$BERTH_TEST_DIR/apply.out" 2>&1 3>&- &
+    bg=$!
+    berth_wait_for 20 test -e "$SNAPS/$id/fs/etc/hello"
+    grep -q running "$SNAPS/$id/apply"
     kill -9 "$pid"
-    wait || true
-    berth_wait_for 20 sh -c "[ \"\$(berth_plugin_pid snapshot-overlay 2>/dev/null)\" != \"$pid\" ] && berth snapshots ls"
+    wait "$bg" || true
+    cat "$BERTH_TEST_DIR/apply.out"
+    grep -q "unavailable\|restarted" "$BERTH_TEST_DIR/apply.out"
+    berth_wait_for 20 berth snapshots ls
+    [ "$(berth_plugin_pid snapshot-overlay)" != "$pid" ]
     grep -q running "$SNAPS/$id/apply"
     run berth snapshots commit crashed crash-1
     echo "$output"
     [ "$status" -ne 0 ]
     [[ "$output" == *"interrupted"* ]]
+    grep -q "unfinished layer apply" "$BERTH_LOG"
     # leftovers of a prepare and a remove that were cut short
     mkdir -p "$SNAPS/new-900-deadbeef/fs/x" "$SNAPS/rm-901-deadbeef/fs/y"
     pid=$(berth_plugin_pid snapshot-overlay)
@@ -230,7 +236,6 @@ PY
     berth_wait_for 20 test ! -e "$SNAPS/new-900-deadbeef"
     [ ! -e "$SNAPS/rm-901-deadbeef" ]
     berth_wait_for 10 grep -q "removed leftover of an interrupted remove" "$BERTH_LOG"
-    grep -q "unfinished layer apply" "$BERTH_LOG"
-    berth snapshots rm crash-1
+    berth_wait_for 20 berth snapshots rm crash-1
     [ ! -e "$SNAPS/$id" ]
 }

@@ -53,7 +53,10 @@ static int setup_sync(void **state, uint64_t sync_bytes)
     return 0;
 }
 
-static int setup(void **state) { return setup_sync(state, 0); }
+static int setup(void **state)
+{
+    return setup_sync(state, 0);
+}
 /* Plain (page cache) writes instead of O_DIRECT. */
 static int setup_buffered(void **state)
 {
@@ -87,7 +90,10 @@ static int setup_tmpfs(void **state)
     return 0;
 }
 /* A huge sync interval: nothing is synced unless a test asks for it. */
-static int setup_nosync(void **state) { return setup_sync(state, 1ull << 40); }
+static int setup_nosync(void **state)
+{
+    return setup_sync(state, 1ull << 40);
+}
 
 static int teardown(void **state)
 {
@@ -175,11 +181,17 @@ static void test_digest_parse(void **state)
     expect_err(&err, BERTH_E_INVALID_ARGUMENT, "sha512", "only sha256");
     assert_int_equal(content_digest_parse("sha256:../../../etc/passwd", NULL, &err), -1);
     expect_err(&err, BERTH_E_INVALID_ARGUMENT, "64", NULL);
-    assert_int_equal(content_digest_parse("sha256:B94D27B9934D3E08A52E52D7DA7DABFAC484EFE37A5380EE9088F7ACE2EFCDE9", NULL, &err), -1);
+    assert_int_equal(
+        content_digest_parse(
+            "sha256:B94D27B9934D3E08A52E52D7DA7DABFAC484EFE37A5380EE9088F7ACE2EFCDE9", NULL, &err),
+        -1);
     expect_err(&err, BERTH_E_INVALID_ARGUMENT, "lowercase", NULL);
     assert_int_equal(content_digest_parse(HELLO_DIGEST "0", NULL, &err), -1);
     expect_err(&err, BERTH_E_INVALID_ARGUMENT, NULL, NULL);
-    assert_int_equal(content_digest_parse("b94d27b9934d3e08a52e52d7da7dabfac484efe37a5380ee9088f7ace2efcde9", NULL, &err), -1);
+    assert_int_equal(
+        content_digest_parse("b94d27b9934d3e08a52e52d7da7dabfac484efe37a5380ee9088f7ace2efcde9",
+                             NULL, &err),
+        -1);
     expect_err(&err, BERTH_E_INVALID_ARGUMENT, NULL, NULL);
     assert_int_equal(content_digest_parse("", NULL, &err), -1);
     expect_err(&err, BERTH_E_INVALID_ARGUMENT, NULL, NULL);
@@ -307,8 +319,7 @@ static void test_torn_tail_after_crash(void **state)
         berth_error_t *err = NULL;
         content_ingest_t *ing = content_ingest_open(f->s, "default", "crash", 0, NULL, &err);
         if (!ing || content_ingest_write(ing, 0, "hello", 5, &err) < 0 ||
-            content_ingest_sync(ing, &err) < 0 ||
-            content_ingest_write(ing, 5, " wor", 4, &err) < 0)
+            content_ingest_sync(ing, &err) < 0 || content_ingest_write(ing, 5, " wor", 4, &err) < 0)
             _exit(1);
         _exit(0);
     }
@@ -722,7 +733,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_large_unaligned_resume, setup_tmpfs, teardown),
         cmocka_unit_test_setup_teardown(test_write_commit, setup_buffered, teardown),
         cmocka_unit_test_setup_teardown(test_resume_after_close, setup_buffered, teardown),
-        cmocka_unit_test_setup_teardown(test_torn_tail_after_crash, setup_nosync_buffered, teardown),
+        cmocka_unit_test_setup_teardown(test_torn_tail_after_crash, setup_nosync_buffered,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_periodic_sync, setup_tmpfs, teardown),
         cmocka_unit_test_setup_teardown(test_write_commit, setup_tmpfs, teardown),
     };

@@ -15,8 +15,10 @@ static void test_challenges(void **s)
 {
     xfer_challenge_t c[4];
     berth_error_t *err = NULL;
-    int n = xfer_auth_parse("Bearer realm=\"https://auth.docker.io/token\",service=\"registry.docker.io\","
-                            "scope=\"repository:library/busybox:pull\"", c, 4, &err);
+    int n = xfer_auth_parse(
+        "Bearer realm=\"https://auth.docker.io/token\",service=\"registry.docker.io\","
+        "scope=\"repository:library/busybox:pull\"",
+        c, 4, &err);
     assert_int_equal(n, 1);
     assert_string_equal(c[0].scheme, "bearer");
     assert_string_equal(c[0].realm, "https://auth.docker.io/token");
@@ -25,7 +27,8 @@ static void test_challenges(void **s)
     xfer_challenge_clear(&c[0]);
 
     n = xfer_auth_parse("Basic realm=\"Registry \\\"x\\\" Realm\", Bearer realm=http://a/t, "
-                        "service=s", c, 4, &err);
+                        "service=s",
+                        c, 4, &err);
     assert_int_equal(n, 2);
     assert_string_equal(c[0].scheme, "basic");
     assert_string_equal(c[0].realm, "Registry \"x\" Realm");
@@ -168,19 +171,21 @@ static void test_hosts(void **s)
 
     xfer_host_t *h = NULL;
     size_t n = 0;
-    assert_int_equal(xfer_hosts_for(&st, "docker.io", XFER_CAP_PULL, false, false, &h, &n, &err), 0);
+    assert_int_equal(xfer_hosts_for(&st, "docker.io", XFER_CAP_PULL, false, false, &h, &n, &err),
+                     0);
     assert_int_equal(n, 2);
     assert_string_equal(h[0].url, "https://mirror.local");
     assert_string_equal(h[1].url, "https://registry-1.docker.io");
     xfer_hosts_free(h, n);
-    assert_int_equal(xfer_hosts_for(&st, "docker.io", XFER_CAP_PUSH, false, false, &h, &n, &err), 0);
+    assert_int_equal(xfer_hosts_for(&st, "docker.io", XFER_CAP_PUSH, false, false, &h, &n, &err),
+                     0);
     assert_int_equal(n, 2);
     assert_string_equal(h[0].url, "http://push.local:5000");
     assert_true(h[0].skip_verify);
     xfer_hosts_free(h, n);
     /* _default applies to others: plain_http. */
-    assert_int_equal(xfer_hosts_for(&st, "reg.local:5000", XFER_CAP_PULL, false, false, &h, &n, &err),
-                     0);
+    assert_int_equal(
+        xfer_hosts_for(&st, "reg.local:5000", XFER_CAP_PULL, false, false, &h, &n, &err), 0);
     assert_int_equal(n, 1);
     assert_string_equal(h[0].url, "http://reg.local:5000");
     xfer_hosts_free(h, n);
@@ -190,7 +195,8 @@ static void test_hosts(void **s)
 
     /* Defaults and request flags. */
     xfer_settings_default(&st);
-    assert_int_equal(xfer_hosts_for(&st, "127.0.0.1:5000", XFER_CAP_PULL, true, true, &h, &n, &err), 0);
+    assert_int_equal(xfer_hosts_for(&st, "127.0.0.1:5000", XFER_CAP_PULL, true, true, &h, &n, &err),
+                     0);
     assert_int_equal(n, 1);
     assert_string_equal(h[0].url, "http://127.0.0.1:5000");
     assert_true(h[0].skip_verify);

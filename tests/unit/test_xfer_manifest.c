@@ -15,12 +15,15 @@
 #define B64 "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"
 #define C64 "cccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc"
 
-#define DESC(mt, hex, size) "{\"mediaType\":\"" mt "\",\"digest\":\"sha256:" hex "\",\"size\":" #size "}"
+#define DESC(mt, hex, size)                                                                        \
+    "{\"mediaType\":\"" mt "\",\"digest\":\"sha256:" hex "\",\"size\":" #size "}"
 
 static const char *oci_manifest =
     "{\"schemaVersion\":2,\"mediaType\":\"" XFER_MT_OCI_MANIFEST "\","
-    "\"config\":" DESC(XFER_MT_OCI_CONFIG, A64, 100) ","
-    "\"layers\":[" DESC(XFER_MT_OCI_LAYER_GZ, B64, 2000) "," DESC(XFER_MT_OCI_LAYER_GZ, C64, 3000) "]}";
+    "\"config\":" DESC(XFER_MT_OCI_CONFIG, A64,
+                       100) ","
+                            "\"layers\":[" DESC(XFER_MT_OCI_LAYER_GZ, B64, 2000) "," DESC(
+                                XFER_MT_OCI_LAYER_GZ, C64, 3000) "]}";
 
 static int parse(const char *s, const char *mt, xfer_doc_t *d, berth_error_t **err)
 {
@@ -52,8 +55,8 @@ static void test_manifest_ok(void **s)
     assert_true(xfer_mt_is_layer(d.layers[0].media_type));
     xfer_doc_clear(&d);
     /* No mediaType in the document: shape decides, announced type agrees. */
-    const char *nomt = "{\"schemaVersion\":2,\"config\":" DESC(XFER_MT_DOCKER_CONFIG, A64, 1)
-                       ",\"layers\":[]}";
+    const char *nomt =
+        "{\"schemaVersion\":2,\"config\":" DESC(XFER_MT_DOCKER_CONFIG, A64, 1) ",\"layers\":[]}";
     assert_int_equal(parse(nomt, XFER_MT_DOCKER_MANIFEST, &d, &err), 0);
     assert_string_equal(d.media_type, XFER_MT_DOCKER_MANIFEST);
     xfer_doc_clear(&d);
@@ -110,8 +113,9 @@ static void test_invalid_docs(void **s)
     expect_fail("{\"schemaVersion\":2,\"manifests\":[],\"config\":" DESC("a/b", A64, 1) "}", NULL,
                 "ambiguous");
     /* Media type disagreeing with the shape or the announced type. */
-    expect_fail("{\"schemaVersion\":2,\"mediaType\":\"" XFER_MT_OCI_INDEX "\",\"config\":"
-                DESC("a/b", A64, 1) ",\"layers\":[]}", NULL, "does not match its content");
+    expect_fail("{\"schemaVersion\":2,\"mediaType\":\"" XFER_MT_OCI_INDEX
+                "\",\"config\":" DESC("a/b", A64, 1) ",\"layers\":[]}",
+                NULL, "does not match its content");
     expect_fail("{\"schemaVersion\":2,\"manifests\":[]}", XFER_MT_OCI_MANIFEST, "does not match");
     expect_fail(oci_manifest, XFER_MT_DOCKER_MANIFEST, "does not match the announced");
     expect_fail("{\"schemaVersion\":1,\"fsLayers\":[]}", NULL, "schema 1");
@@ -120,11 +124,12 @@ static void test_invalid_docs(void **s)
     expect_fail("{\"schemaVersion\":2,", NULL, "not valid JSON");
     expect_fail("{\"schemaVersion\":2,\"schemaVersion\":2,\"layers\":[]}", NULL, "not valid JSON");
     expect_fail("{\"schemaVersion\":2,\"config\":{\"mediaType\":\"a/b\",\"digest\":\"sha256:xyz\","
-                "\"size\":1},\"layers\":[]}", NULL, "digest");
+                "\"size\":1},\"layers\":[]}",
+                NULL, "digest");
     expect_fail("{\"schemaVersion\":2,\"config\":" DESC("a/b", A64, -1) ",\"layers\":[]}", NULL,
                 "size");
-    expect_fail("{\"schemaVersion\":2,\"config\":" DESC("bad type", A64, 1) ",\"layers\":[]}",
-                NULL, "mediaType");
+    expect_fail("{\"schemaVersion\":2,\"config\":" DESC("bad type", A64, 1) ",\"layers\":[]}", NULL,
+                "mediaType");
     expect_fail("{\"schemaVersion\":2,\"config\":" DESC("a/b", A64, 99999999) ",\"layers\":[]}",
                 NULL, "exceeds the limit");
     /* Size cap before parsing. */
@@ -140,8 +145,8 @@ static void test_invalid_docs(void **s)
     /* Too many layers. */
     size_t cap = 64 + (XFER_MAX_LAYERS + 1) * 120;
     char *many = malloc(cap);
-    size_t off = (size_t)sprintf(many, "{\"schemaVersion\":2,\"config\":" DESC("a/b", A64, 1)
-                                       ",\"layers\":[");
+    size_t off = (size_t)sprintf(
+        many, "{\"schemaVersion\":2,\"config\":" DESC("a/b", A64, 1) ",\"layers\":[");
     for (int i = 0; i <= XFER_MAX_LAYERS; i++)
         off += (size_t)sprintf(many + off, "%s" DESC("a/b", B64, 1), i ? "," : "");
     sprintf(many + off, "]}");
@@ -183,7 +188,8 @@ static void test_sha(void **s)
 {
     char d[72];
     xfer_sha256_digest("hello", 5, d);
-    assert_string_equal(d, "sha256:2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824");
+    assert_string_equal(d,
+                        "sha256:2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824");
 }
 
 static void test_docker_manifest(void **s)
@@ -230,9 +236,9 @@ static void test_desc_msgpack(void **s)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_manifest_ok),    cmocka_unit_test(test_index_ok),
-        cmocka_unit_test(test_invalid_docs),   cmocka_unit_test(test_config),
-        cmocka_unit_test(test_sha),            cmocka_unit_test(test_docker_manifest),
+        cmocka_unit_test(test_manifest_ok),  cmocka_unit_test(test_index_ok),
+        cmocka_unit_test(test_invalid_docs), cmocka_unit_test(test_config),
+        cmocka_unit_test(test_sha),          cmocka_unit_test(test_docker_manifest),
         cmocka_unit_test(test_desc_msgpack),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -101,7 +101,9 @@ static void test_invalid(void **s)
 static void test_digest_valid(void **s)
 {
     assert_true(xfer_digest_valid("sha256:" D64));
-    assert_false(xfer_digest_valid("sha256:" "0123456789ABCDEF0123456789abcdef0123456789abcdef0123456789abcdef"));
+    assert_false(
+        xfer_digest_valid("sha256:"
+                          "0123456789ABCDEF0123456789abcdef0123456789abcdef0123456789abcdef"));
     assert_false(xfer_digest_valid("sha512:" D64));
     assert_false(xfer_digest_valid("sha256:" D64 "0"));
     assert_false(xfer_digest_valid(NULL));

@@ -125,6 +125,31 @@ int shim_open_fifo(const char *path, bool for_write, berth_error_t **err)
     return fd;
 }
 
+int shim_proc_open_fifos(shim_proc_t *p, berth_error_t **err)
+{
+    const char *paths[3] = {p->stdin_path, p->stdout_path, p->stderr_path};
+    for (int i = 0; i < 3; i++) {
+        if (p->fifo_fd[i] >= 0 || !paths[i] || !paths[i][0])
+            continue;
+        p->fifo_fd[i] = shim_open_fifo(paths[i], i != 0, err);
+        if (p->fifo_fd[i] < 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* The FIFO for stream i: already opened, or opened now. Ownership moves to
+ * the caller. */
+static int take_fifo(shim_proc_t *p, int i, const char *path, berth_error_t **err)
+{
+    if (p->fifo_fd[i] >= 0) {
+        int fd = p->fifo_fd[i];
+        p->fifo_fd[i] = -1;
+        return fd;
+    }
+    return shim_open_fifo(path, i != 0, err);
+}
+
 int shim_proc_stdio(shim_proc_t *p, int fds[3], berth_error_t **err)
 {
     fds[0] = fds[1] = fds[2] = -1;
@@ -135,7 +160,7 @@ int shim_proc_stdio(shim_proc_t *p, int fds[3], berth_error_t **err)
         shim_pump_init(pumps[i]);
         if (!paths[i] || !paths[i][0])
             continue; /* /dev/null for the container */
-        int fifo = shim_open_fifo(paths[i], i != 0, err);
+        int fifo = take_fifo(p, i, paths[i], err);
         if (fifo < 0)
             goto fail;
         if (pipe2(pfd, O_CLOEXEC) < 0) {
@@ -180,13 +205,13 @@ int shim_proc_console(shim_proc_t *p, int master, berth_error_t **err)
     shim_pump_init(&p->out);
     shim_pump_init(&p->err);
     if (p->stdin_path && p->stdin_path[0]) {
-        int fd = shim_open_fifo(p->stdin_path, false, err);
+        int fd = take_fifo(p, 0, p->stdin_path, err);
         if (fd < 0)
             return -1;
         p->in = (shim_pump_t){.src = fd, .dst = master, .src_owned = true, .done = false};
     }
     if (p->stdout_path && p->stdout_path[0]) {
-        int fd = shim_open_fifo(p->stdout_path, true, err);
+        int fd = take_fifo(p, 1, p->stdout_path, err);
         if (fd < 0)
             return -1;
         p->out = (shim_pump_t){.src = master, .dst = fd, .dst_owned = true, .done = false,

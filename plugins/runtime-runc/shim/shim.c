@@ -58,6 +58,9 @@ void shim_proc_free(shim_proc_t *p)
     shim_pump_close(&p->err);
     if (p->console >= 0)
         close(p->console);
+    for (int i = 0; i < 3; i++)
+        if (p->fifo_fd[i] >= 0)
+            close(p->fifo_fd[i]);
     free(p->stdin_path);
     free(p->stdout_path);
     free(p->stderr_path);
@@ -251,6 +254,7 @@ static shim_proc_t *new_proc(const char *exec_id)
         return NULL;
     snprintf(p->exec_id, sizeof(p->exec_id), "%s", exec_id ? exec_id : "");
     p->console = -1;
+    p->fifo_fd[0] = p->fifo_fd[1] = p->fifo_fd[2] = -1;
     shim_pump_init(&p->in);
     shim_pump_init(&p->out);
     shim_pump_init(&p->err);
@@ -436,7 +440,7 @@ static void h_exec(shim_t *s, shim_conn_t *c, uint32_t id, const msgpack_object 
         goto fail;
     }
     p = new_proc(exec_id);
-    if (!p || get_paths(p, params, &err) < 0)
+    if (!p || get_paths(p, params, &err) < 0 || shim_proc_open_fifos(p, &err) < 0)
         goto fail;
     char procfile[SHIM_MAX_ID + 16];
     snprintf(procfile, sizeof(procfile), "exec-%s.json", exec_id);
@@ -534,8 +538,9 @@ static void h_pause_resume(shim_t *s, shim_conn_t *c, uint32_t id, bool pause)
 
 static void pack_proc(msgpack_packer *pk, const shim_proc_t *p)
 {
-    msgpack_pack_map(pk, 10);
+    msgpack_pack_map(pk, 11);
     berth_mp_kv_str(pk, "exec_id", p->exec_id);
+    berth_mp_kv_bool(pk, "exit_published", p->published);
     berth_mp_kv_i64(pk, "pid", p->pid);
     berth_mp_kv_str(pk, "status", shim_pstate_name(p->state));
     berth_mp_kv_u64(pk, "exit_status", (uint64_t)p->status);
@@ -887,6 +892,18 @@ void shim_dispatch(shim_t *s, shim_conn_t *c, uint32_t id, const char *m, size_t
         h_delete(s, c, id, params);
     else if (IS("shutdown"))
         h_shutdown(s, c, id);
+    else if (IS("abort")) {
+        /* A restarted runtime found a task it never confirmed: undo it now
+         * rather than when the confirmation times out. */
+        if (s->confirmed) {
+            berth_error_t *err = NULL;
+            berth_error_set(&err, BERTH_E_FAILED_PRECONDITION, "task %s is confirmed", s->id);
+            shim_reply_err(s, c, id, &err);
+        } else {
+            shim_reply_ok_empty(s, c, id);
+            s->rollback = true;
+        }
+    }
     else {
         berth_error_t *err = NULL;
         berth_error_set(&err, BERTH_E_UNIMPLEMENTED, "the shim has no method %.*s", (int)ml, m);

@@ -57,6 +57,7 @@ typedef struct shim_proc_s {
     bool terminal;
     char *stdin_path, *stdout_path, *stderr_path;
     int console;
+    int fifo_fd[3]; /* FIFOs opened when an exec is added, before it starts */
     shim_pump_t in, out, err;
     shim_waiter_t *waiters;
 } shim_proc_t;
@@ -127,8 +128,8 @@ void shim_pump_init(shim_pump_t *p);
 void shim_pump_run(shim_pump_t *p, bool src_ready);
 void shim_pump_close(shim_pump_t *p);
 bool shim_proc_io_done(const shim_proc_t *p);
-/** Opens a client FIFO: O_NOFOLLOW|O_NONBLOCK, must be a FIFO under
- * `fifo_root`; `for_write` opens O_RDWR (never blocks, never EPIPE). */
+/** Opens a client FIFO: O_NOFOLLOW|O_NONBLOCK, must be a FIFO;
+ * `for_write` opens O_RDWR (never blocks, never EPIPE). */
 int shim_open_fifo(const char *path, bool for_write, berth_error_t **err);
 /** Listens on a console socket (path relative to the bundle cwd). */
 int shim_console_listen(const char *name, berth_error_t **err);
@@ -137,6 +138,9 @@ int shim_console_recv(int lfd, berth_error_t **err);
 /** Wires a process's stdio: fills fds[3] for runc (caller closes them after
  * fork) and sets up the pumps. Non-tty only. */
 int shim_proc_stdio(shim_proc_t *p, int fds[3], berth_error_t **err);
+/** Opens the process's FIFOs now (into fifo_fd) so a client can open
+ * its ends before the process starts. */
+int shim_proc_open_fifos(shim_proc_t *p, berth_error_t **err);
 /** After runc sent the console: pumps between pty and FIFOs. */
 int shim_proc_console(shim_proc_t *p, int master, berth_error_t **err);
 

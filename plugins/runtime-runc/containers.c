@@ -1,0 +1,437 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* containers.create and containers.delete, run on worker threads with
+ * blocking calls to metadata and content through the loop (sync.c):
+ * image → manifest → config → snapshot on the image's chain → users from the
+ * image's /etc files through a read-only temporary mount → OCI spec → record.
+ * Any failure after the snapshot was prepared removes it again, so a failed
+ * create leaves nothing behind. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/utsname.h>
+#include <unistd.h>
+
+#include "berth/log.h"
+#include "rt.h"
+
+#define CALL_TIMEOUT_MS 30000
+#define MAX_MANIFEST (4u * 1024 * 1024)
+
+static void params_begin(berth_mpbuf_t *b, const char *ns, uint32_t n)
+{
+    berth_mpbuf_init(b);
+    msgpack_pack_map(&b->pk, n + 1);
+    berth_mp_kv_str(&b->pk, "namespace", ns);
+}
+
+static int call(const char *method, berth_mpbuf_t *b, size_t collect, rt_result_t *r,
+                berth_error_t **err)
+{
+    int rc = rt_sync_call(method, b->buf.data, b->buf.size, CALL_TIMEOUT_MS, collect, r, err);
+    berth_mpbuf_destroy(b);
+    return rc;
+}
+
+int rt_container_get(const char *ns, const char *id, rt_result_t *r,
+                     const msgpack_object **container, berth_error_t **err)
+{
+    berth_mpbuf_t b;
+    params_begin(&b, ns, 1);
+    berth_mp_kv_str(&b.pk, "id", id);
+    if (call("containers.get", &b, 0, r, err) < 0)
+        return -1;
+    *container = berth_mp_get(r->result, "container");
+    if (!*container || (*container)->type != MSGPACK_OBJECT_MAP) {
+        rt_result_free(r);
+        return berth_error_set(err, BERTH_E_INTERNAL, "metadata returned no container for %s", id);
+    }
+    return 0;
+}
+
+/* Reads a blob fully (bounded) and parses it as a JSON object. */
+static json_t *read_json_blob(const char *ns, const char *digest, size_t cap, const char *what,
+                              berth_error_t **err)
+{
+    berth_mpbuf_t b;
+    params_begin(&b, ns, 1);
+    berth_mp_kv_str(&b.pk, "digest", digest);
+    rt_result_t r;
+    if (call("content.read", &b, cap, &r, err) < 0) {
+        berth_error_wrap(err, "read %s %s", what, digest);
+        return NULL;
+    }
+    json_error_t je;
+    json_t *j = r.bin_len ? json_loadb((const char *)r.bin, r.bin_len, JSON_REJECT_DUPLICATES, &je)
+                          : NULL;
+    rt_result_free(&r);
+    if (!j || !json_is_object(j)) {
+        json_decref(j);
+        berth_error_set(err, BERTH_E_INVALID_ARGUMENT, "the image's %s %s is not a JSON object",
+                        what, digest);
+        return NULL;
+    }
+    return j;
+}
+
+static const char *host_arch(void)
+{
+#if defined(__x86_64__)
+    return "amd64";
+#elif defined(__aarch64__)
+    return "arm64";
+#elif defined(__arm__)
+    return "arm";
+#elif defined(__s390x__)
+    return "s390x";
+#elif defined(__powerpc64__)
+    return "ppc64le";
+#elif defined(__riscv)
+    return "riscv64";
+#else
+    return "unknown";
+#endif
+}
+
+static bool is_index(const char *mt, const json_t *doc)
+{
+    if (mt && (strcmp(mt, "application/vnd.oci.image.index.v1+json") == 0 ||
+               strcmp(mt, "application/vnd.docker.distribution.manifest.list.v2+json") == 0))
+        return true;
+    return json_is_array(json_object_get(doc, "manifests")) && !json_object_get(doc, "layers");
+}
+
+/* Image name → its config document for this platform. */
+static json_t *image_config(const char *ns, const char *image, berth_error_t **err)
+{
+    berth_mpbuf_t b;
+    params_begin(&b, ns, 1);
+    berth_mp_kv_str(&b.pk, "name", image);
+    rt_result_t r;
+    if (call("images.get", &b, 0, &r, err) < 0)
+        return NULL;
+    const msgpack_object *target = berth_mp_get(berth_mp_get(r.result, "image"), "target");
+    _cleanup_free_ char *digest = berth_mp_strdup(berth_mp_get(target, "digest"));
+    _cleanup_free_ char *mt = berth_mp_strdup(berth_mp_get(target, "media_type"));
+    rt_result_free(&r);
+    if (!digest) {
+        berth_error_set(err, BERTH_E_INTERNAL, "image %s has no target digest", image);
+        return NULL;
+    }
+    json_t *doc = read_json_blob(ns, digest, MAX_MANIFEST, "manifest", err);
+    for (int depth = 0; doc && is_index(mt, doc); depth++) {
+        /* A document with both manifests and layers is ambiguous
+         * (CVE-2021-41190) and refused. */
+        if (json_object_get(doc, "layers") || depth >= 4) {
+            json_decref(doc);
+            berth_error_set(err, BERTH_E_INVALID_ARGUMENT, "image %s has a malformed index", image);
+            return NULL;
+        }
+        const char *pick = NULL;
+        const char *pick_mt = NULL;
+        size_t i;
+        json_t *m;
+        json_array_foreach(json_object_get(doc, "manifests"), i, m) {
+            json_t *pl = json_object_get(m, "platform");
+            const char *os = json_string_value(json_object_get(pl, "os"));
+            const char *arch = json_string_value(json_object_get(pl, "architecture"));
+            if ((!pl || (os && strcmp(os, "linux") == 0 && arch && strcmp(arch, host_arch()) == 0)) &&
+                json_string_value(json_object_get(m, "digest"))) {
+                pick = json_string_value(json_object_get(m, "digest"));
+                pick_mt = json_string_value(json_object_get(m, "mediaType"));
+                break;
+            }
+        }
+        if (!pick) {
+            json_decref(doc);
+            berth_error_set(err, BERTH_E_NOT_FOUND, "image %s has no manifest for linux/%s", image,
+                            host_arch());
+            return NULL;
+        }
+        free(digest);
+        free(mt);
+        digest = strdup(pick);
+        mt = pick_mt ? strdup(pick_mt) : NULL;
+        json_decref(doc);
+        doc = read_json_blob(ns, digest, MAX_MANIFEST, "manifest", err);
+    }
+    if (!doc)
+        return NULL;
+    json_t *cfgd = json_object_get(doc, "config");
+    const char *cdig = json_string_value(json_object_get(cfgd, "digest"));
+    if (!cdig || json_object_get(doc, "manifests") || !json_is_array(json_object_get(doc, "layers"))) {
+        json_decref(doc);
+        berth_error_set(err, BERTH_E_INVALID_ARGUMENT, "image %s has a malformed manifest", image);
+        return NULL;
+    }
+    char *cd = strdup(cdig);
+    json_decref(doc);
+    json_t *cfg = read_json_blob(ns, cd, RT_MAX_IMAGE_CONFIG, "config", err);
+    free(cd);
+    return cfg;
+}
+
+static void remove_snapshot(const char *ns, const char *key)
+{
+    berth_mpbuf_t b;
+    params_begin(&b, ns, 1);
+    berth_mp_kv_str(&b.pk, "key", key);
+    rt_result_t r;
+    berth_error_t *err = NULL;
+    if (call("snapshots.remove", &b, 0, &r, &err) < 0) {
+        if (err->code != BERTH_E_NOT_FOUND)
+            berth_log(BERTH_LOG_WARN, "msg=\"remove snapshot\" ns=%s key=%s err=\"%s\"", ns, key,
+                      err->message);
+        berth_error_free(&err);
+        return;
+    }
+    rt_result_free(&r);
+}
+
+/* Generates the spec with the image root mounted read-only for users. */
+static json_t *build_spec(const char *ns, const char *id, const msgpack_object *params,
+                          const json_t *cfg, const msgpack_object *mounts, berth_error_t **err)
+{
+    char *cg = rt_cgroups_path(ns, id);
+    rt_spec_input_t in = {.id = id, .ns = ns, .image_config = cfg, .rootfd = -1,
+                          .host = &rt_g.host, .cgroups_path = cg};
+    berth_bytes_t user_spec = {0};
+    if (berth_mp_get_bin(params, "spec", &user_spec, err) < 0) {
+        free(cg);
+        return NULL;
+    }
+    if (user_spec.ptr && user_spec.len) {
+        json_t *s = rt_spec_from_user(user_spec.ptr, user_spec.len, &in, err);
+        free(cg);
+        return s;
+    }
+    rt_spec_opts_t o;
+    if (rt_spec_opts_from_mp(params, &o, err) < 0) {
+        free(cg);
+        return NULL;
+    }
+    rt_host_t priv_host = {0};
+    if (o.privileged) {
+        rt_host_probe(&priv_host, true);
+        in.host = &priv_host;
+    }
+    /* Users and groups come from the image: mount its root read-only. */
+    char tmp[4096];
+    snprintf(tmp, sizeof(tmp), "%s/%s-%s-XXXXXX", rt_g.tmp_dir, ns, id);
+    rt_fsmount_t *fm = NULL;
+    size_t nfm = 0;
+    bool mounted = false;
+    json_t *spec = NULL;
+    if (rt_mkdir_p(rt_g.tmp_dir, 0700, err) < 0 || !mkdtemp(tmp)) {
+        if (err && !*err)
+            berth_error_errno(err, errno, "temporary mount point in %s", rt_g.tmp_dir);
+        goto out;
+    }
+    if (rt_fsmounts_from_mp(mounts, &fm, &nfm, err) < 0 ||
+        rt_rootfs_mount(tmp, fm, nfm, true, err) < 0)
+        goto out;
+    mounted = true;
+    in.rootfd = open(tmp, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (in.rootfd < 0) {
+        berth_error_errno(err, errno, "open %s", tmp);
+        goto out;
+    }
+    spec = rt_spec_generate(&in, &o, err);
+out:
+    if (in.rootfd >= 0)
+        close(in.rootfd);
+    if (mounted) {
+        berth_error_t *e2 = NULL;
+        if (rt_rootfs_unmount(tmp, &e2) < 0) {
+            berth_log(BERTH_LOG_WARN, "msg=\"temporary unmount\" path=%s err=\"%s\"", tmp,
+                      e2->message);
+            berth_error_free(&e2);
+        }
+    }
+    rmdir(tmp);
+    rt_fsmounts_free(fm, nfm);
+    rt_spec_opts_free(&o);
+    rt_host_clear(&priv_host);
+    free(cg);
+    return spec;
+}
+
+int rt_container_create(const char *ns, const msgpack_object *params, berth_mpbuf_t *out,
+                        berth_error_t **err)
+{
+    _cleanup_free_ char *id = NULL;
+    _cleanup_free_ char *image = NULL;
+    _cleanup_free_ char *runtime_name = NULL;
+    const msgpack_object *labels = NULL, *runtime = NULL, *runtime_opts = NULL;
+    bool rm = false;
+    if (berth_mp_get_strdup(params, "id", &id, err) < 0 ||
+        berth_mp_get_strdup(params, "image", &image, err) < 0 ||
+        berth_mp_get_map(params, "labels", &labels, err) < 0 ||
+        berth_mp_get_bool(params, "rm", &rm, err) < 0)
+        return -1;
+    if (!id || !rt_valid_id(id))
+        return berth_error_set(err, BERTH_E_INVALID_ARGUMENT,
+                               "invalid container id \"%s\": use letters, digits, '_', '.' and '-' "
+                               "(at most %d, starting with a letter or digit)",
+                               id ? id : "", RT_MAX_ID);
+    if (!image || !image[0])
+        return berth_error_set(err, BERTH_E_INVALID_ARGUMENT, "containers.create needs an image");
+    runtime = berth_mp_get(params, "runtime");
+    if (runtime && runtime->type == MSGPACK_OBJECT_STR) {
+        runtime_name = berth_mp_strdup(runtime);
+    } else if (runtime && runtime->type == MSGPACK_OBJECT_MAP) {
+        runtime_name = berth_mp_strdup(berth_mp_get(runtime, "name"));
+        runtime_opts = berth_mp_get(runtime, "options");
+    }
+    if (!runtime_name || !runtime_name[0]) {
+        free(runtime_name);
+        runtime_name = strdup("io.containerd.runc.v2");
+    }
+    _cleanup_free_ char *bin = NULL;
+    if (rt_runtime_binary(runtime_name, &bin, err) < 0)
+        return -1;
+    /* Check the options before anything is created. */
+    berth_bytes_t user_spec = {0};
+    if (berth_mp_get_bin(params, "spec", &user_spec, err) < 0)
+        return -1;
+    if (!user_spec.len) {
+        rt_spec_opts_t o;
+        if (rt_spec_opts_from_mp(params, &o, err) < 0)
+            return -1;
+        rt_spec_opts_free(&o);
+    }
+
+    /* Duplicate ids fail before anything is touched. */
+    rt_result_t r;
+    const msgpack_object *existing;
+    berth_error_t *gerr = NULL;
+    if (rt_container_get(ns, id, &r, &existing, &gerr) == 0) {
+        rt_result_free(&r);
+        return berth_error_set(err, BERTH_E_ALREADY_EXISTS,
+                               "container %s already exists in namespace %s", id, ns);
+    }
+    if (gerr->code != BERTH_E_NOT_FOUND) {
+        *err = gerr;
+        return -1;
+    }
+    berth_error_free(&gerr);
+
+    json_t *cfg = image_config(ns, image, err);
+    if (!cfg)
+        return -1;
+    _cleanup_free_ char *chain = NULL;
+    if (rt_chain_id(cfg, &chain, err) < 0) {
+        json_decref(cfg);
+        return berth_error_wrap(err, "image %s", image);
+    }
+
+    berth_mpbuf_t b;
+    params_begin(&b, ns, 2);
+    berth_mp_kv_str(&b.pk, "key", id);
+    berth_mp_kv_str(&b.pk, "parent", chain);
+    rt_result_t snap;
+    if (call("snapshots.prepare", &b, 0, &snap, err) < 0) {
+        json_decref(cfg);
+        if ((*err)->code == BERTH_E_NOT_FOUND)
+            return berth_error_wrap(err, "image %s is not unpacked (no snapshot %s); pull or "
+                                         "import it again to unpack",
+                                    image, chain);
+        if ((*err)->code == BERTH_E_ALREADY_EXISTS)
+            return berth_error_wrap(err, "a snapshot named %s already exists", id);
+        return berth_error_wrap(err, "prepare the rootfs snapshot of %s", id);
+    }
+    /* From here on a failure removes the snapshot. */
+    json_t *spec = build_spec(ns, id, params, cfg, berth_mp_get(snap.result, "mounts"), err);
+    rt_result_free(&snap);
+    if (!spec) {
+        json_decref(cfg);
+        remove_snapshot(ns, id);
+        return -1;
+    }
+    const char *stop = NULL;
+    json_t *cc = json_object_get(cfg, "config");
+    if (json_is_object(cc))
+        stop = json_string_value(json_object_get(cc, "StopSignal"));
+    char *js = json_dumps(spec, JSON_COMPACT);
+    json_decref(spec);
+
+    params_begin(&b, ns, 1);
+    berth_mp_pack_str(&b.pk, "container");
+    msgpack_pack_map(&b.pk, 8);
+    berth_mp_kv_str(&b.pk, "id", id);
+    berth_mp_pack_str(&b.pk, "labels");
+    {
+        uint32_t n = labels ? labels->via.map.size : 0;
+        /* Reserved labels are berth's to set. */
+        uint32_t keep = 0;
+        for (uint32_t i = 0; i < n; i++) {
+            const msgpack_object *k = &labels->via.map.ptr[i].key;
+            if (!(k->type == MSGPACK_OBJECT_STR && k->via.str.size >= 9 &&
+                  memcmp(k->via.str.ptr, "berth.io/", 9) == 0))
+                keep++;
+        }
+        msgpack_pack_map(&b.pk, keep + 1);
+        for (uint32_t i = 0; i < n; i++) {
+            const msgpack_object *k = &labels->via.map.ptr[i].key;
+            if (k->type == MSGPACK_OBJECT_STR && k->via.str.size >= 9 &&
+                memcmp(k->via.str.ptr, "berth.io/", 9) == 0)
+                continue;
+            msgpack_pack_object(&b.pk, *k);
+            msgpack_pack_object(&b.pk, labels->via.map.ptr[i].val);
+        }
+        berth_mp_kv_str(&b.pk, "berth.io/stop-signal", stop && stop[0] ? stop : "SIGTERM");
+    }
+    berth_mp_kv_str(&b.pk, "image", image);
+    berth_mp_pack_str(&b.pk, "runtime");
+    msgpack_pack_map(&b.pk, 2);
+    berth_mp_kv_str(&b.pk, "name", runtime_name);
+    berth_mp_pack_str(&b.pk, "options");
+    if (runtime_opts)
+        msgpack_pack_object(&b.pk, *runtime_opts);
+    else
+        msgpack_pack_nil(&b.pk);
+    berth_mp_pack_str(&b.pk, "spec");
+    berth_mp_pack_bin(&b.pk, js, strlen(js));
+    berth_mp_kv_str(&b.pk, "snapshotter", "overlayfs");
+    berth_mp_kv_str(&b.pk, "snapshot_key", id);
+    berth_mp_kv_bool(&b.pk, "rm", rm);
+    free(js);
+    json_decref(cfg);
+    rt_result_t cr;
+    if (call("meta.containers_create", &b, 0, &cr, err) < 0) {
+        remove_snapshot(ns, id);
+        return -1;
+    }
+    const msgpack_object *c = berth_mp_get(cr.result, "container");
+    msgpack_pack_map(&out->pk, 1);
+    berth_mp_pack_str(&out->pk, "container");
+    if (c)
+        msgpack_pack_object(&out->pk, *c);
+    else
+        msgpack_pack_nil(&out->pk);
+    rt_result_free(&cr);
+    berth_log(BERTH_LOG_INFO, "msg=\"container created\" ns=%s id=%s image=%s", ns, id, image);
+    return 0;
+}
+
+int rt_container_delete(const char *ns, const char *id, bool keep_snapshot, berth_error_t **err)
+{
+    rt_result_t r;
+    const msgpack_object *c;
+    if (rt_container_get(ns, id, &r, &c, err) < 0)
+        return -1;
+    _cleanup_free_ char *key = berth_mp_strdup(berth_mp_get(c, "snapshot_key"));
+    rt_result_free(&r);
+    if (!keep_snapshot && key && key[0])
+        remove_snapshot(ns, key);
+    berth_mpbuf_t b;
+    params_begin(&b, ns, 1);
+    berth_mp_kv_str(&b.pk, "id", id);
+    if (call("meta.containers_delete", &b, 0, &r, err) < 0)
+        return -1;
+    rt_result_free(&r);
+    berth_log(BERTH_LOG_INFO, "msg=\"container deleted\" ns=%s id=%s", ns, id);
+    return 0;
+}

@@ -70,10 +70,12 @@ echo "== berth, one connection, no fork: $N images.create, $N images.get, 20 ful
 echo
 echo "== berth, 8 connections in parallel: $N images.create in total (group commit)"
 t0=$(now)
+pids=()
 for ((p = 0; p < 8; p++)); do
     "$BENCH_BIN/bench-meta-client" "$BERTH_SOCK" create $((N / 8)) par $((p * N)) >/dev/null &
+    pids+=($!)
 done
-wait
+wait "${pids[@]}" # not berthd, also a child of this shell
 t1=$(now)
 echo "berth create x8: $(((N / 8) * 8)) in $(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.2f", b-a}') s = $(rate $(((N / 8) * 8)) "$(awk -v a="$t0" -v b="$t1" 'BEGIN{print b-a}')")"
 

@@ -6,6 +6,7 @@
  * stdout captured; subcommands are read from the "Commands:" section that
  * cli_dispatch prints, so groups and subcommands added later appear by
  * themselves. Hidden: not listed in `berth --help` or completion. */
+#include <dirent.h>
 #include <errno.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -14,7 +15,6 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
-#include <dirent.h>
 
 #include "cli_priv.h"
 
@@ -120,8 +120,7 @@ static bool capture_ok(const capture_t *c, const char *what)
     if (c->rc == 0 && strncmp(c->text, "Usage: ", 7) == 0)
         return true;
     if (c->rc == 128 + SIGALRM)
-        problem("`%s` did not finish in %d s (does it wait for the daemon?)", what,
-                HELP_TIMEOUT_S);
+        problem("`%s` did not finish in %d s (does it wait for the daemon?)", what, HELP_TIMEOUT_S);
     else if (c->rc != 0)
         problem("`%s` exited with %d: %s", what, c->rc, *c->errs ? c->errs : "(no message)\n");
     else
@@ -251,7 +250,8 @@ typedef enum { SEC_TEXT, SEC_TERMS, SEC_EXAMPLES } sec_kind_t;
 static sec_kind_t section_kind(const char *l, size_t n)
 {
     if ((n >= 8 && memcmp(l + n - 8, "options:", 8) == 0) ||
-        (n >= 8 && memcmp(l + n - 8, "Options:", 8) == 0) || (n == 9 && memcmp(l, "Commands:", 9) == 0))
+        (n >= 8 && memcmp(l + n - 8, "Options:", 8) == 0) ||
+        (n == 9 && memcmp(l, "Commands:", 9) == 0))
         return SEC_TERMS;
     if (n == 12 && memcmp(l, "Exit status:", 12) == 0)
         return SEC_TERMS;

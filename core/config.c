@@ -4,8 +4,8 @@
  * overrides onto them, and strict validation that names the offending key.
  * No event loop here: unit tested directly (tests/unit/test_core_config.c). */
 #include <errno.h>
-#include <stdarg.h>
 #include <limits.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/un.h>
@@ -39,10 +39,9 @@ static const int_key_t int_keys[] = {
     {"failed_retry_ms", 30000, 10, 24 * 3600 * 1000},
 };
 
-static const char *const str_keys[] = {"root",       "state",      "address", "plugins_address",
-                                       "group",      "log_level",  "log_format",
-                                       "plugin_dir", "plugins",    "external_plugins",
-                                       "version"};
+static const char *const str_keys[] = {
+    "root",       "state",      "address", "plugins_address",  "group",  "log_level",
+    "log_format", "plugin_dir", "plugins", "external_plugins", "version"};
 
 static bool known_top_key(const char *k)
 {
@@ -146,7 +145,10 @@ static const char *kf(const char *fmt, ...)
     return buf;
 }
 
-static char *xstrdup(const char *s) { return s ? strdup(s) : NULL; }
+static char *xstrdup(const char *s)
+{
+    return s ? strdup(s) : NULL;
+}
 
 static int valid_id(const char *s)
 {
@@ -286,7 +288,8 @@ static int get_int(const json_t *root, const int_key_t *ik, json_int_t *out, ber
 static int build_plugins(core_config_t *cfg, const json_t *plugins, berth_error_t **err)
 {
     if (!json_is_object(plugins))
-        return keyerr(err, "plugins", "must be an object of plugin id → {enabled, path, args, config}");
+        return keyerr(err, "plugins",
+                      "must be an object of plugin id → {enabled, path, args, config}");
     size_t n = json_object_size(plugins);
     cfg->plugins = calloc(n ? n : 1, sizeof(*cfg->plugins));
     if (!cfg->plugins)
@@ -307,7 +310,8 @@ static int build_plugins(core_config_t *cfg, const json_t *plugins, berth_error_
         {
             if (strcmp(ek, "enabled") && strcmp(ek, "path") && strcmp(ek, "args") &&
                 strcmp(ek, "config"))
-                return keyerr(err, kf("%s.%s", key, ek), "unknown key (known: enabled, path, args, config)");
+                return keyerr(err, kf("%s.%s", key, ek),
+                              "unknown key (known: enabled, path, args, config)");
         }
         core_plugin_conf_t *pc = &cfg->plugins[cfg->n_plugins++];
         pc->id = strdup(id);
@@ -343,7 +347,8 @@ static int build_plugins(core_config_t *cfg, const json_t *plugins, berth_error_
         }
         json_t *pcfg = json_object_get(e, "config");
         if (pcfg && !json_is_null(pcfg) && !json_is_object(pcfg))
-            return keyerr(err, kf("%s.config", key), "must be an object (the plugin's own settings)");
+            return keyerr(err, kf("%s.config", key),
+                          "must be an object (the plugin's own settings)");
         pc->config = pcfg && json_is_object(pcfg) ? json_incref(pcfg) : json_object();
         if (!pc->id || !pc->path || !pc->args)
             return berth_error_set(err, BERTH_E_RESOURCE_EXHAUSTED, "out of memory");
@@ -354,7 +359,8 @@ static int build_plugins(core_config_t *cfg, const json_t *plugins, berth_error_
 static int build_externals(core_config_t *cfg, const json_t *ext, berth_error_t **err)
 {
     if (!json_is_object(ext))
-        return keyerr(err, "external_plugins", "must be an object of plugin id → {methods: [prefixes]}");
+        return keyerr(err, "external_plugins",
+                      "must be an object of plugin id → {methods: [prefixes]}");
     size_t n = json_object_size(ext);
     cfg->externals = calloc(n ? n : 1, sizeof(*cfg->externals));
     if (!cfg->externals)
@@ -369,8 +375,8 @@ static int build_externals(core_config_t *cfg, const json_t *ext, berth_error_t 
             return keyerr(err, key, "plugin ids are 1-64 characters of a-z, 0-9, '-' and '_'");
         for (size_t i = 0; i < cfg->n_plugins; i++)
             if (strcmp(cfg->plugins[i].id, id) == 0)
-                return keyerr(err, key, "the id is already used by a supervised plugin (plugins.%s)",
-                              id);
+                return keyerr(err, key,
+                              "the id is already used by a supervised plugin (plugins.%s)", id);
         if (!json_is_object(e))
             return keyerr(err, key, "must be an object {methods: [prefixes], config?}");
         const char *ek;
@@ -453,11 +459,12 @@ int core_config_build(core_config_t *cfg, const json_t *user, const core_overrid
         return berth_error_set(err, BERTH_E_RESOURCE_EXHAUSTED, "out of memory");
     struct sockaddr_un sun;
     if (strlen(cfg->address) >= sizeof(sun.sun_path))
-        return keyerr(err, "address", "socket path is longer than 107 bytes (\"%s\"); shorten state",
-                      cfg->address);
+        return keyerr(err, "address",
+                      "socket path is longer than 107 bytes (\"%s\"); shorten state", cfg->address);
     if (strlen(cfg->plugins_address) >= sizeof(sun.sun_path))
         return keyerr(err, "plugins_address",
-                      "socket path is longer than 107 bytes (\"%s\"); shorten state", cfg->plugins_address);
+                      "socket path is longer than 107 bytes (\"%s\"); shorten state",
+                      cfg->plugins_address);
     if (strcmp(cfg->address, cfg->plugins_address) == 0)
         return keyerr(err, "plugins_address", "must differ from address");
     json_object_set_new(eff, "address", json_string(cfg->address));

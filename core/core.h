@@ -30,8 +30,8 @@
 typedef struct {
     char *id;
     bool enabled;
-    char *path;    /* absolute path of the binary (resolved against plugin_dir) */
-    char **args;   /* extra arguments, NULL-terminated */
+    char *path;  /* absolute path of the binary (resolved against plugin_dir) */
+    char **args; /* extra arguments, NULL-terminated */
     size_t n_args;
     json_t *config; /* the plugin's own section, handed over at registration */
 } core_plugin_conf_t;
@@ -117,9 +117,9 @@ struct core_peer_s {
     pid_t pid;
     bool authorized;
     bool closed;
-    core_inst_t *inst;    /* plugin peers: the instance (external: after register) */
-    ipc_idmap_t calls;    /* peer's msgid → route: requests the peer made */
-    ipc_idmap_t serving;  /* core msgid → route: requests this peer serves */
+    core_inst_t *inst;   /* plugin peers: the instance (external: after register) */
+    ipc_idmap_t calls;   /* peer's msgid → route: requests the peer made */
+    ipc_idmap_t serving; /* core msgid → route: requests this peer serves */
     uint32_t next_id;
     uv_timer_t *deny_timer;
     /* Back-pressure: clients whose reading is paused until this peer's
@@ -161,8 +161,8 @@ struct core_route_s {
     size_t heap_idx;   /* index in the deadline heap + 1, 0 = not in it */
     uint64_t started_ms;
     bool explicit_deadline;
-    bool retry_ok;     /* may be re-sent to a new instance before its stream started */
-    bool resumable;    /* re-sent to a new instance even after its stream started */
+    bool retry_ok;  /* may be re-sent to a new instance before its stream started */
+    bool resumable; /* re-sent to a new instance even after its stream started */
     bool stream_started;
     bool canceled;
     bool counts_for_drain; /* in-flight work a replace waits for */
@@ -334,9 +334,9 @@ bool core_plugin_routable(const core_plugin_t *pl);
 void core_router_fail_queue_unresolved(core_t *c);
 
 /** Sends a request originated by the core to a plugin peer. */
-core_route_t *core_request(core_peer_t *server, const char *method,
-                           void (*cb)(core_route_t *r, const ipc_msg_t *m, const berth_error_t *err),
-                           void *data);
+core_route_t *
+core_request(core_peer_t *server, const char *method,
+             void (*cb)(core_route_t *r, const ipc_msg_t *m, const berth_error_t *err), void *data);
 
 /* Replies: the scratch packer is shared, never nest. */
 msgpack_packer *core_reply_begin(core_t *c, uint32_t msgid);

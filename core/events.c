@@ -66,13 +66,15 @@ void core_events_subscribe(core_peer_t *p, const ipc_msg_t *m)
     berth_error_t *err = NULL;
     const msgpack_object *filters = NULL;
     if (berth_mp_get_array(m->params, "filters", &filters, &err) < 0) {
-        core_reply_error(p, m->msgid, BERTH_E_INVALID_ARGUMENT, "events.subscribe: %s", err->message);
+        core_reply_error(p, m->msgid, BERTH_E_INVALID_ARGUMENT, "events.subscribe: %s",
+                         err->message);
         berth_error_free(&err);
         return;
     }
     char *ns = NULL;
     if (berth_mp_get_strdup(m->params, "namespace", &ns, &err) < 0) {
-        core_reply_error(p, m->msgid, BERTH_E_INVALID_ARGUMENT, "events.subscribe: %s", err->message);
+        core_reply_error(p, m->msgid, BERTH_E_INVALID_ARGUMENT, "events.subscribe: %s",
+                         err->message);
         berth_error_free(&err);
         return;
     }

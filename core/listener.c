@@ -42,7 +42,10 @@ static void on_protocol_error(ipc_conn_t *conn, const berth_error_t *err, void *
               err && err->message ? err->message : "?");
 }
 
-static void free_timer(uv_handle_t *h) { free(h); }
+static void free_timer(uv_handle_t *h)
+{
+    free(h);
+}
 
 static void unblock_all(core_peer_t *on)
 {
@@ -58,7 +61,10 @@ static void unblock_all(core_peer_t *on)
     }
 }
 
-static void on_drain(ipc_conn_t *conn, void *data) { unblock_all(data); }
+static void on_drain(ipc_conn_t *conn, void *data)
+{
+    unblock_all(data);
+}
 
 void core_peer_block_on(core_peer_t *p, core_peer_t *on)
 {
@@ -222,7 +228,9 @@ static void accept_peer(uv_stream_t *server, core_peer_kind_t kind)
         return;
     }
     if (!p->authorized) {
-        berth_log(BERTH_LOG_WARN, "msg=\"connection refused: peer is not root and not in the configured group\" socket=%s pid=%d uid=%u gid=%u",
+        berth_log(BERTH_LOG_WARN,
+                  "msg=\"connection refused: peer is not root and not in the configured group\" "
+                  "socket=%s pid=%d uid=%u gid=%u",
                   kind == CORE_PEER_CLIENT ? c->cfg->address : c->cfg->plugins_address, (int)pid,
                   (unsigned)uid, (unsigned)gid);
         p->deny_timer = malloc(sizeof(uv_timer_t));
@@ -303,8 +311,8 @@ int core_listen_all(core_t *c, berth_error_t **err)
     if (listen_on(c, c->cfg->address, 0660, c->group_gid, c->have_group, on_public_conn,
                   &c->listen_pub, err) < 0)
         return -1;
-    if (listen_on(c, c->cfg->plugins_address, 0600, 0, false, on_plugins_conn,
-                  &c->listen_plugins, err) < 0)
+    if (listen_on(c, c->cfg->plugins_address, 0600, 0, false, on_plugins_conn, &c->listen_plugins,
+                  err) < 0)
         return -1;
     berth_log(BERTH_LOG_INFO, "msg=\"serving\" address=%s plugins_address=%s", c->cfg->address,
               c->cfg->plugins_address);

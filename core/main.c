@@ -185,8 +185,8 @@ static int resolve_group(core_t *c, const char *group, berth_error_t **err)
     }
     struct group *g = getgrnam(group);
     if (!g)
-        return berth_error_set(err, BERTH_E_INVALID_ARGUMENT, "config key group: no such group \"%s\"",
-                               group);
+        return berth_error_set(err, BERTH_E_INVALID_ARGUMENT,
+                               "config key group: no such group \"%s\"", group);
     c->group_gid = g->gr_gid;
     c->have_group = true;
     return 0;
@@ -264,9 +264,9 @@ int main(int argc, char **argv)
     }
     const char *sub = optind < argc ? argv[optind] : NULL;
     const char *subsub = optind + 1 < argc ? argv[optind + 1] : NULL;
-    if (sub && (strcmp(sub, "config") != 0 || !subsub ||
-                (strcmp(subsub, "default") != 0 && strcmp(subsub, "dump") != 0) ||
-                optind + 2 != argc)) {
+    if (sub &&
+        (strcmp(sub, "config") != 0 || !subsub ||
+         (strcmp(subsub, "default") != 0 && strcmp(subsub, "dump") != 0) || optind + 2 != argc)) {
         fprintf(stderr, "berthd: unknown command \"%s%s%s\"\n", sub, subsub ? " " : "",
                 subsub ? subsub : "");
         usage(stderr);
@@ -350,7 +350,8 @@ int main(int argc, char **argv)
     uv_signal_start(&c->sig_int, on_signal, SIGINT);
     uv_signal_start(&c->sig_hup, on_signal, SIGHUP);
 
-    berth_log(BERTH_LOG_INFO, "msg=\"berthd starting\" version=%s revision=%s pid=%d boot_id=%s root=%s state=%s",
+    berth_log(BERTH_LOG_INFO,
+              "msg=\"berthd starting\" version=%s revision=%s pid=%d boot_id=%s root=%s state=%s",
               BERTH_VERSION, BERTH_REVISION, (int)c->pid, c->boot_id, cfg.root, cfg.state);
     if (core_supervisor_start(c, &err) < 0)
         goto fail;

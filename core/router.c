@@ -220,7 +220,10 @@ static core_queue_t *route_queue(core_route_t *r)
 
 /* ===================== sending helpers =================================== */
 
-static void scratch_reset(core_t *c) { c->scratch.buf.size = 0; }
+static void scratch_reset(core_t *c)
+{
+    c->scratch.buf.size = 0;
+}
 
 static int send_scratch(core_peer_t *p, bool urgent)
 {
@@ -236,7 +239,10 @@ msgpack_packer *core_reply_begin(core_t *c, uint32_t msgid)
     return &c->scratch.pk;
 }
 
-void core_reply_end(core_peer_t *p) { send_scratch(p, false); }
+void core_reply_end(core_peer_t *p)
+{
+    send_scratch(p, false);
+}
 
 static void reply_errorv(core_peer_t *p, uint32_t msgid, berth_code_t code, const char *fmt,
                          va_list ap)
@@ -273,7 +279,10 @@ static void send_cancel(core_route_t *r)
     core_t *c = r->core;
     scratch_reset(c);
     ipc_pack_cancel(&c->scratch.pk, r->server_id);
-    send_scratch(r->server, true);
+    /* In order, not urgent: an urgent $cancel could overtake the request it
+     * cancels while that still sits in the write queue, and the plugin would
+     * then drop the cancel and run the request. */
+    send_scratch(r->server, false);
 }
 
 /* ===================== routes ============================================ */
@@ -368,8 +377,7 @@ static void route_failv(core_route_t *r, berth_code_t code, const char *fmt, va_
     route_retire(r);
 }
 
-static void route_fail(core_route_t *r, berth_code_t code, const char *fmt, ...)
-    BERTH_PRINTF(3, 4);
+static void route_fail(core_route_t *r, berth_code_t code, const char *fmt, ...) BERTH_PRINTF(3, 4);
 static void route_fail(core_route_t *r, berth_code_t code, const char *fmt, ...)
 {
     va_list ap;
@@ -636,9 +644,8 @@ static void forward_request(core_peer_t *p, const ipc_msg_t *m)
     }
     if (me && !caller_allowed(p, me)) {
         core_reply_error(p, m->msgid, BERTH_E_PERMISSION_DENIED,
-                         "method %s is internal to plugin %s and cannot be called by %s",
-                         m->method, me->plugin->id,
-                         p->inst ? p->inst->plugin->id : "clients");
+                         "method %s is internal to plugin %s and cannot be called by %s", m->method,
+                         me->plugin->id, p->inst ? p->inst->plugin->id : "clients");
         return;
     }
     uint64_t tmo = 0;
@@ -755,9 +762,9 @@ void core_router_resolve_pending(core_t *c)
     }
 }
 
-core_route_t *core_request(core_peer_t *server, const char *method,
-                           void (*cb)(core_route_t *r, const ipc_msg_t *m, const berth_error_t *err),
-                           void *data)
+core_route_t *
+core_request(core_peer_t *server, const char *method,
+             void (*cb)(core_route_t *r, const ipc_msg_t *m, const berth_error_t *err), void *data)
 {
     core_t *c = server->core;
     if (server->closed)
@@ -803,7 +810,12 @@ static size_t mp_uint_len(const uint8_t *p, size_t n)
 {
     if (n < 1)
         return 0;
-    size_t l = p[0] <= 0x7f ? 1 : p[0] == 0xcc ? 2 : p[0] == 0xcd ? 3 : p[0] == 0xce ? 5 : p[0] == 0xcf ? 9 : 0;
+    size_t l = p[0] <= 0x7f   ? 1
+               : p[0] == 0xcc ? 2
+               : p[0] == 0xcd ? 3
+               : p[0] == 0xce ? 5
+               : p[0] == 0xcf ? 9
+                              : 0;
     return l <= n ? l : 0;
 }
 
@@ -843,7 +855,8 @@ static void on_response(core_peer_t *p, const ipc_msg_t *m)
 {
     core_route_t *r = ipc_idmap_del(&p->serving, m->msgid);
     if (!r) {
-        berth_log(BERTH_LOG_DEBUG, "msg=\"response for an unknown or retired msgid dropped\" %s msgid=%u",
+        berth_log(BERTH_LOG_DEBUG,
+                  "msg=\"response for an unknown or retired msgid dropped\" %s msgid=%u",
                   core_peer_desc(p), m->msgid);
         return;
     }
@@ -1051,11 +1064,12 @@ static void h_info(core_peer_t *p, const ipc_msg_t *m)
     msgpack_pack_map(pk, 10);
     berth_mp_kv_str(pk, "group", cfg->group);
     berth_mp_kv_str(pk, "plugin_dir", cfg->plugin_dir);
-    berth_mp_kv_str(pk, "log_level", berth_log_level_current == 0   ? "error"
-                                     : berth_log_level_current == 1 ? "warn"
-                                     : berth_log_level_current == 2 ? "info"
-                                     : berth_log_level_current == 3 ? "debug"
-                                                                    : "trace");
+    berth_mp_kv_str(pk, "log_level",
+                    berth_log_level_current == 0   ? "error"
+                    : berth_log_level_current == 1 ? "warn"
+                    : berth_log_level_current == 2 ? "info"
+                    : berth_log_level_current == 3 ? "debug"
+                                                   : "trace");
     berth_mp_kv_str(pk, "log_format", cfg->log_json ? "json" : "logfmt");
     berth_mp_kv_u64(pk, "max_frame", cfg->max_frame);
     berth_mp_kv_u64(pk, "max_write_queue", cfg->max_write_queue);
@@ -1069,7 +1083,10 @@ static void h_info(core_peer_t *p, const ipc_msg_t *m)
 
 typedef void (*core_method_fn)(core_peer_t *p, const ipc_msg_t *m);
 
-static void h_publish(core_peer_t *p, const ipc_msg_t *m) { core_events_publish_req(p, m, false); }
+static void h_publish(core_peer_t *p, const ipc_msg_t *m)
+{
+    core_events_publish_req(p, m, false);
+}
 
 static const struct {
     const char *name;
@@ -1104,7 +1121,8 @@ static void on_request(core_peer_t *p, const ipc_msg_t *m)
         return;
     }
     if (ipc_idmap_get(&p->calls, m->msgid)) {
-        berth_log(BERTH_LOG_WARN, "msg=\"protocol violation: msgid reused while outstanding; closing\" %s msgid=%u",
+        berth_log(BERTH_LOG_WARN,
+                  "msg=\"protocol violation: msgid reused while outstanding; closing\" %s msgid=%u",
                   core_peer_desc(p), m->msgid);
         core_peer_close(p, true);
         return;
@@ -1205,8 +1223,8 @@ static void expire_routes(uv_timer_t *t)
                            r->method, (unsigned long long)waited);
         } else if (r->state == CORE_ROUTE_INFLIGHT) {
             route_fail(r, BERTH_E_DEADLINE_EXCEEDED,
-                       "%s: deadline exceeded after %llu ms waiting for plugin %s",
-                       r->method, (unsigned long long)waited, r->plugin ? r->plugin->id : "?");
+                       "%s: deadline exceeded after %llu ms waiting for plugin %s", r->method,
+                       (unsigned long long)waited, r->plugin ? r->plugin->id : "?");
         } else {
             route_fail(r, BERTH_E_DEADLINE_EXCEEDED, "%s: deadline exceeded after %llu ms",
                        r->method, (unsigned long long)waited);
@@ -1284,8 +1302,9 @@ void core_router_peer_closed(core_peer_t *p)
         bool resend = comes_back && r->payload && !r->canceled &&
                       ((r->retry_ok && !r->stream_started) || r->resumable);
         if (resend) {
-            berth_log(BERTH_LOG_DEBUG, "msg=\"re-sending request to the next instance\" plugin=%s method=%s",
-                      pl->id, r->method);
+            berth_log(BERTH_LOG_DEBUG,
+                      "msg=\"re-sending request to the next instance\" plugin=%s method=%s", pl->id,
+                      r->method);
             r->qnext = NULL;
             r->qprev = requeue_tail;
             if (requeue_tail)
@@ -1295,11 +1314,11 @@ void core_router_peer_closed(core_peer_t *p)
             requeue_tail = r;
             continue;
         }
-        const char *what = !pl                ? "went away"
-                           : c->shutting_down ? "stopped (berthd is shutting down)"
+        const char *what = !pl                         ? "went away"
+                           : c->shutting_down          ? "stopped (berthd is shutting down)"
                            : pl->op && pl->op->replace ? "was replaced"
-                           : pl->external            ? "disconnected"
-                                                     : "restarted";
+                           : pl->external              ? "disconnected"
+                                                       : "restarted";
         route_fail(r, BERTH_E_UNAVAILABLE,
                    "plugin %s %s while handling %s; it may have been partly applied",
                    pl ? pl->id : "?", what, r->method);

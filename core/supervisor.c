@@ -159,7 +159,8 @@ static void inst_kill(core_inst_t *inst, int sig)
     inst->killed = inst->killed || sig == SIGKILL;
     int r = uv_process_kill(&inst->proc, sig);
     if (r < 0 && r != UV_ESRCH)
-        berth_log(BERTH_LOG_WARN, "msg=\"cannot signal plugin\" plugin=%s pid=%d signal=%d err=\"%s\"",
+        berth_log(BERTH_LOG_WARN,
+                  "msg=\"cannot signal plugin\" plugin=%s pid=%d signal=%d err=\"%s\"",
                   inst->plugin->id, (int)inst->pid, sig, uv_strerror(r));
 }
 
@@ -224,8 +225,8 @@ static void relog_line(core_inst_t *inst, int idx, char *line, size_t len)
         }
     }
     esc[j] = 0;
-    berth_log(level, "plugin=%s pid=%d stream=%s msg=\"%s\"", id, pid, idx == 0 ? "stdout" : "stderr",
-              esc);
+    berth_log(level, "plugin=%s pid=%d stream=%s msg=\"%s\"", id, pid,
+              idx == 0 ? "stdout" : "stderr", esc);
 }
 
 static void output_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
@@ -351,10 +352,12 @@ static void instance_gone(core_plugin_t *pl, core_inst_t *inst, const char *why)
     }
     uint32_t delay = pl->backoff_ms;
     pl->backoff_ms = pl->backoff_ms * 2 > cfg->restart_backoff_max_ms ? cfg->restart_backoff_max_ms
-                                                                       : pl->backoff_ms * 2;
+                                                                      : pl->backoff_ms * 2;
     pl->status = CORE_PS_RESTARTING;
-    berth_log(BERTH_LOG_WARN, "msg=\"plugin exited; restarting\" plugin=%s pid=%d exit=\"%s\" delay_ms=%u restarts=%u",
-              pl->id, (int)inst->pid, why, delay, pl->restarts);
+    berth_log(
+        BERTH_LOG_WARN,
+        "msg=\"plugin exited; restarting\" plugin=%s pid=%d exit=\"%s\" delay_ms=%u restarts=%u",
+        pl->id, (int)inst->pid, why, delay, pl->restarts);
     publish_plugin_event(c, "/plugins/restart", pl, inst->pid, NULL, NULL, delay, "delay_ms");
     uv_timer_start(&pl->restart_timer, on_restart_timer, delay, 0);
 }
@@ -381,8 +384,8 @@ static void on_exit_cb(uv_process_t *proc, int64_t status, int sig)
     else
         snprintf(why, sizeof(why), "exit status %lld", (long long)status);
     bool expected = inst->stopping || c->shutting_down;
-    berth_log(expected ? BERTH_LOG_INFO : BERTH_LOG_WARN, "msg=\"plugin exited\" plugin=%s pid=%d exit=\"%s\"",
-              pl->id, (int)inst->pid, why);
+    berth_log(expected ? BERTH_LOG_INFO : BERTH_LOG_WARN,
+              "msg=\"plugin exited\" plugin=%s pid=%d exit=\"%s\"", pl->id, (int)inst->pid, why);
     publish_plugin_event(c, "/plugins/exit", pl, inst->pid, "exit", why, 0, NULL);
     close_handle(inst, (uv_handle_t *)&inst->proc);
     close_handle(inst, (uv_handle_t *)&inst->timer);
@@ -401,7 +404,8 @@ static void on_kill_timer(uv_timer_t *t)
 {
     core_inst_t *inst = t->data;
     if (!inst->exited) {
-        berth_log(BERTH_LOG_WARN, "msg=\"plugin did not stop in time; sending SIGKILL\" plugin=%s pid=%d",
+        berth_log(BERTH_LOG_WARN,
+                  "msg=\"plugin did not stop in time; sending SIGKILL\" plugin=%s pid=%d",
                   inst->plugin->id, (int)inst->pid);
         inst_kill(inst, SIGKILL);
     }
@@ -412,7 +416,9 @@ static void on_ready_deadline(uv_timer_t *t)
     core_inst_t *inst = t->data;
     if (inst->state == CORE_IS_READY || (inst->spawned && inst->exited) || !inst->peer)
         return;
-    berth_log(BERTH_LOG_WARN, "msg=\"plugin did not become ready in time; killing it\" plugin=%s pid=%d ready_timeout_ms=%u",
+    berth_log(BERTH_LOG_WARN,
+              "msg=\"plugin did not become ready in time; killing it\" plugin=%s pid=%d "
+              "ready_timeout_ms=%u",
               inst->plugin->id, (int)inst->pid, inst->plugin->core->cfg->ready_timeout_ms);
     if (inst->spawned)
         inst_kill(inst, SIGKILL);
@@ -433,8 +439,8 @@ static char **build_env(core_plugin_t *pl)
         const char *e = environ[i];
         if (strncmp(e, "BERTH_PLUGIN_FD=", 16) == 0 || strncmp(e, "NOTIFY_SOCKET=", 14) == 0 ||
             strncmp(e, "LISTEN_FDS=", 11) == 0 || strncmp(e, "LISTEN_PID=", 11) == 0 ||
-            strncmp(e, "BERTH_PLUGINS_SOCK=", 19) == 0 || strncmp(e, "BERTH_LOG_FORMAT=", 17) == 0 ||
-            strncmp(e, "BERTH_PLUGIN_ID=", 16) == 0)
+            strncmp(e, "BERTH_PLUGINS_SOCK=", 19) == 0 ||
+            strncmp(e, "BERTH_LOG_FORMAT=", 17) == 0 || strncmp(e, "BERTH_PLUGIN_ID=", 16) == 0)
             continue;
         env[k++] = (char *)e;
     }
@@ -528,8 +534,8 @@ static void spawn(core_plugin_t *pl)
         char why[256];
         snprintf(why, sizeof(why), "cannot start %s: %s", inst->path,
                  r > -4096 ? uv_strerror(r) : "error");
-        berth_log(BERTH_LOG_ERROR, "msg=\"cannot start plugin\" plugin=%s path=%s err=\"%s\"", pl->id,
-                  inst->path, uv_strerror(r));
+        berth_log(BERTH_LOG_ERROR, "msg=\"cannot start plugin\" plugin=%s path=%s err=\"%s\"",
+                  pl->id, inst->path, uv_strerror(r));
         inst->exited = true;
         inst->conn_closed = true;
         if (inst->open_handles == 5)
@@ -597,7 +603,8 @@ void core_supervisor_peer_closed(core_peer_t *p)
         close_handle(inst, (uv_handle_t *)&inst->timer);
         close_handle(inst, (uv_handle_t *)&inst->kill_timer);
         if (!c->shutting_down)
-            publish_plugin_event(c, "/plugins/exit", pl, inst->pid, "exit", "disconnected", 0, NULL);
+            publish_plugin_event(c, "/plugins/exit", pl, inst->pid, "exit", "disconnected", 0,
+                                 NULL);
         inst_maybe_free(inst);
         return;
     }
@@ -605,7 +612,8 @@ void core_supervisor_peer_closed(core_peer_t *p)
         /* The plugin closed fd 3 (or broke the framing) but lives on: it
          * cannot serve; give it a moment to exit by itself. */
         if (!inst->stopping && !c->shutting_down)
-            berth_log(BERTH_LOG_WARN, "msg=\"plugin connection lost; stopping the plugin\" plugin=%s pid=%d",
+            berth_log(BERTH_LOG_WARN,
+                      "msg=\"plugin connection lost; stopping the plugin\" plugin=%s pid=%d",
                       pl->id, (int)inst->pid);
         if (pl->status == CORE_PS_OK)
             pl->status = CORE_PS_RESTARTING;
@@ -625,7 +633,8 @@ void core_supervisor_peer_closed(core_peer_t *p)
 static void on_health_reply(core_route_t *r, const ipc_msg_t *m, const berth_error_t *err)
 {
     core_inst_t *inst = r->data;
-    if (err && err->code == BERTH_E_UNAVAILABLE && strcmp(err->message, "plugin connection closed") == 0)
+    if (err && err->code == BERTH_E_UNAVAILABLE &&
+        strcmp(err->message, "plugin connection closed") == 0)
         return; /* the instance is going away; nothing to do */
     inst->health_pending = false;
     if ((inst->spawned && inst->exited) || !inst->peer || inst->state != CORE_IS_READY)
@@ -641,7 +650,9 @@ static void on_health_timer(uv_timer_t *t)
     if ((inst->spawned && inst->exited) || !inst->peer || c->shutting_down)
         return;
     if (inst->health_pending) {
-        berth_log(BERTH_LOG_ERROR, "msg=\"plugin did not answer plugin.health in time; killing it\" plugin=%s pid=%d health_timeout_ms=%u",
+        berth_log(BERTH_LOG_ERROR,
+                  "msg=\"plugin did not answer plugin.health in time; killing it\" plugin=%s "
+                  "pid=%d health_timeout_ms=%u",
                   inst->plugin->id, (int)inst->pid, c->cfg->health_timeout_ms);
         if (inst->spawned)
             inst_kill(inst, SIGKILL);
@@ -787,7 +798,8 @@ static int parse_methods(core_t *c, core_plugin_t *pl, const msgpack_object *arr
             for (size_t k = 0; k < nc; k++) {
                 m->callers[k] = berth_mp_strdup(&callers->via.array.ptr[k]);
                 if (!m->callers[k]) {
-                    snprintf(msg, msglen, "method %s: callers must be plugin ids (strings)", m->name);
+                    snprintf(msg, msglen, "method %s: callers must be plugin ids (strings)",
+                             m->name);
                     goto fail;
                 }
             }
@@ -831,7 +843,8 @@ void core_plugin_register(core_peer_t *p, const ipc_msg_t *m)
         return;
     }
     if (p->inst && p->inst->state != CORE_IS_SPAWNED) {
-        core_reply_error(p, m->msgid, BERTH_E_FAILED_PRECONDITION, "this plugin is already registered");
+        core_reply_error(p, m->msgid, BERTH_E_FAILED_PRECONDITION,
+                         "this plugin is already registered");
         return;
     }
     const char *id = NULL;
@@ -849,7 +862,9 @@ void core_plugin_register(core_peer_t *p, const ipc_msg_t *m)
     if (p->kind == CORE_PEER_PLUGIN) {
         pl = p->inst->plugin;
         if (strlen(idbuf) != idlen || strcmp(idbuf, pl->id) != 0) {
-            berth_log(BERTH_LOG_ERROR, "msg=\"plugin registered under another id; stopping it\" plugin=%s registered_as=%s",
+            berth_log(BERTH_LOG_ERROR,
+                      "msg=\"plugin registered under another id; stopping it\" plugin=%s "
+                      "registered_as=%s",
                       pl->id, idbuf);
             core_reply_error(p, m->msgid, BERTH_E_INVALID_ARGUMENT,
                              "this binary registered as \"%s\" but is configured as plugin \"%s\"",
@@ -881,7 +896,8 @@ void core_plugin_register(core_peer_t *p, const ipc_msg_t *m)
     }
     const msgpack_object *marr = NULL;
     if (berth_mp_get_array(m->params, "methods", &marr, &err) < 0) {
-        core_reply_error(p, m->msgid, BERTH_E_INVALID_ARGUMENT, "plugin.register: %s", err->message);
+        core_reply_error(p, m->msgid, BERTH_E_INVALID_ARGUMENT, "plugin.register: %s",
+                         err->message);
         berth_error_free(&err);
         return;
     }
@@ -890,7 +906,8 @@ void core_plugin_register(core_peer_t *p, const ipc_msg_t *m)
     berth_code_t code;
     char msg[512];
     if (parse_methods(c, pl, marr, &ms, &n, &code, msg, sizeof(msg)) < 0) {
-        berth_log(BERTH_LOG_ERROR, "msg=\"plugin registration refused\" plugin=%s err=\"%s\"", pl->id, msg);
+        berth_log(BERTH_LOG_ERROR, "msg=\"plugin registration refused\" plugin=%s err=\"%s\"",
+                  pl->id, msg);
         core_reply_error(p, m->msgid, code, "%s", msg);
         return;
     }
@@ -1001,8 +1018,8 @@ static void op_stop(core_plugin_t *pl)
     }
     inst->stopping = true;
     op->old_pid = inst->pid;
-    berth_log(BERTH_LOG_INFO, "msg=\"stopping plugin for %s\" plugin=%s pid=%d", op->replace ? "replace" : "restart",
-              pl->id, (int)inst->pid);
+    berth_log(BERTH_LOG_INFO, "msg=\"stopping plugin for %s\" plugin=%s pid=%d",
+              op->replace ? "replace" : "restart", pl->id, (int)inst->pid);
     if (inst->peer && !core_request(inst->peer, "plugin.shutdown", NULL, NULL))
         inst_kill(inst, SIGTERM);
     else if (!inst->peer)
@@ -1017,7 +1034,8 @@ static void on_drain_timeout(uv_timer_t *t)
     core_plugin_t *pl = t->data;
     if (!pl->op || pl->op->phase != 0)
         return;
-    berth_log(BERTH_LOG_WARN, "msg=\"plugin did not drain in time; stopping it with requests in flight\" plugin=%s",
+    berth_log(BERTH_LOG_WARN,
+              "msg=\"plugin did not drain in time; stopping it with requests in flight\" plugin=%s",
               pl->id);
     op_stop(pl);
 }
@@ -1047,8 +1065,8 @@ static void start_op(core_plugin_t *pl, core_route_t *r, bool replace, const cha
     r->data = pl;
     r->on_local_end = op_route_end;
     pl->op = op;
-    berth_log(BERTH_LOG_INFO, "msg=\"%s requested\" plugin=%s path=%s", replace ? "replace" : "restart",
-              pl->id, new_path);
+    berth_log(BERTH_LOG_INFO, "msg=\"%s requested\" plugin=%s path=%s",
+              replace ? "replace" : "restart", pl->id, new_path);
     if (!pl->inst) {
         /* Not running (restarting or failed): start the new binary now. */
         uv_timer_stop(&pl->restart_timer);
@@ -1169,7 +1187,8 @@ void core_methods_plugins(core_peer_t *p, const ipc_msg_t *m)
         return;
     }
     if (!id) {
-        core_reply_error(p, m->msgid, BERTH_E_INVALID_ARGUMENT, "%s: parameter id is required", meth);
+        core_reply_error(p, m->msgid, BERTH_E_INVALID_ARGUMENT, "%s: parameter id is required",
+                         meth);
         return;
     }
     core_plugin_t *pl = core_plugin_find(c, id);
@@ -1233,7 +1252,8 @@ void core_plugin_ready(core_peer_t *p, const ipc_msg_t *m)
     if (!inst || inst->state != CORE_IS_REGISTERED) {
         if (m)
             core_reply_error(p, m->msgid, BERTH_E_FAILED_PRECONDITION,
-                             inst ? "plugin.ready was already sent" : "register first (plugin.register)");
+                             inst ? "plugin.ready was already sent"
+                                  : "register first (plugin.register)");
         return;
     }
     core_plugin_t *pl = inst->plugin;
@@ -1247,13 +1267,13 @@ void core_plugin_ready(core_peer_t *p, const ipc_msg_t *m)
               (int)inst->pid, (unsigned long long)took);
     inst->timer.data = inst;
     uv_timer_start(&inst->timer, on_health_timer, c->cfg->health_interval_ms, 0);
-    publish_plugin_event(c, "/plugins/start", pl, inst->pid, "version", pl->version ? pl->version : "",
-                         0, NULL);
+    publish_plugin_event(c, "/plugins/start", pl, inst->pid, "version",
+                         pl->version ? pl->version : "", 0, NULL);
     core_op_t *op = pl->op;
     if (op && op->phase == 2) {
         if (op->replace)
-            publish_plugin_event(c, "/plugins/replace", pl, inst->pid, "path", pl->path, op->old_pid,
-                                 "old_pid");
+            publish_plugin_event(c, "/plugins/replace", pl, inst->pid, "path", pl->path,
+                                 op->old_pid, "old_pid");
         core_route_t *r = op->route;
         op->route = NULL;
         if (r) {
@@ -1317,8 +1337,10 @@ int core_supervisor_start(core_t *c, berth_error_t **err)
         }
         if (access(pl->path, X_OK) < 0) {
             pl->status = CORE_PS_SKIP;
-            berth_log(BERTH_LOG_WARN, "msg=\"plugin binary not found; plugin not started\" plugin=%s path=%s err=\"%s\"",
-                      pl->id, pl->path, strerror(errno));
+            berth_log(
+                BERTH_LOG_WARN,
+                "msg=\"plugin binary not found; plugin not started\" plugin=%s path=%s err=\"%s\"",
+                pl->id, pl->path, strerror(errno));
             free(pl->last_exit);
             pl->last_exit = strdup("binary not found");
             continue;
@@ -1368,7 +1390,8 @@ void core_supervisor_kill_all(core_t *c)
 {
     for (core_plugin_t *pl = c->plugins; pl; pl = pl->next)
         if (pl->inst && pl->inst->spawned && !pl->inst->exited) {
-            berth_log(BERTH_LOG_WARN, "msg=\"plugin did not stop in time; sending SIGKILL\" plugin=%s pid=%d",
+            berth_log(BERTH_LOG_WARN,
+                      "msg=\"plugin did not stop in time; sending SIGKILL\" plugin=%s pid=%d",
                       pl->id, (int)pl->inst->pid);
             inst_kill(pl->inst, SIGKILL);
         }

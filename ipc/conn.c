@@ -18,8 +18,14 @@ typedef struct wbuf_s {
 
 #define MAX_BATCH 256
 
+static void start_write(ipc_conn_t *c);
+
 struct ipc_conn_s {
     uv_pipe_t *pipe;
+    /* Writes queued during a loop turn go out together from this prepare
+     * handle, right before the loop polls: one writev for many messages. */
+    uv_prepare_t flush;
+    int open_handles;
     ipc_framer_t framer;
     ipc_conn_opts_t opts;
     ipc_conn_cbs_t cbs;
@@ -52,6 +58,8 @@ void ipc_conn_opts_default(ipc_conn_opts_t *o)
 static void on_closed(uv_handle_t *h)
 {
     ipc_conn_t *c = h->data;
+    if (--c->open_handles > 0)
+        return;
     /* Queued buffers die with the connection. */
     for (size_t i = 0; i < c->n_inflight; i++)
         free(c->inflight[i]);
@@ -74,7 +82,15 @@ static void do_close(ipc_conn_t *c)
     if (uv_is_closing((uv_handle_t *)c->pipe))
         return;
     c->closing = true;
+    uv_close((uv_handle_t *)&c->flush, on_closed);
     uv_close((uv_handle_t *)c->pipe, on_closed);
+}
+
+static void flush_cb(uv_prepare_t *h)
+{
+    ipc_conn_t *c = h->data;
+    uv_prepare_stop(h);
+    start_write(c);
 }
 
 void ipc_conn_close(ipc_conn_t *c, bool flush)
@@ -119,8 +135,6 @@ int ipc_conn_peercred(ipc_conn_t *c, pid_t *pid, uid_t *uid, gid_t *gid)
         *gid = cr.gid;
     return 0;
 }
-
-static void start_write(ipc_conn_t *c);
 
 static void on_written(uv_write_t *req, int status)
 {
@@ -214,33 +228,6 @@ int ipc_conn_send(ipc_conn_t *c, const void *payload, size_t len, bool urgent)
         do_close(c);
         return -1;
     }
-    /* Fast path: nothing queued, try writing directly. */
-    if (!c->writing && !c->head && !c->urgent_head) {
-        uint8_t hdr[4];
-        ipc_frame_header(hdr, (uint32_t)len);
-        uv_buf_t bufs[2] = {uv_buf_init((char *)hdr, 4), uv_buf_init((char *)payload, (unsigned)len)};
-        int w = uv_try_write((uv_stream_t *)c->pipe, bufs, 2);
-        if (w == (int)(len + 4))
-            return 0;
-        size_t done = w > 0 ? (size_t)w : 0;
-        if (w < 0 && w != UV_EAGAIN) {
-            do_close(c);
-            return -1;
-        }
-        size_t rest = len + 4 - done;
-        wbuf_t *b = malloc(sizeof(*b) + rest);
-        if (!b)
-            return -1;
-        b->next = NULL;
-        b->len = rest;
-        for (size_t i = done; i < len + 4; i++)
-            b->data[i - done] = i < 4 ? hdr[i] : ((const uint8_t *)payload)[i - 4];
-        /* A partially written frame must go out next, before anything urgent. */
-        c->urgent_head = c->urgent_tail = b;
-        c->queued += rest;
-        start_write(c);
-        return 0;
-    }
     wbuf_t *b = malloc(sizeof(*b) + len + 4);
     if (!b)
         return -1;
@@ -262,7 +249,8 @@ int ipc_conn_send(ipc_conn_t *c, const void *payload, size_t len, bool urgent)
         c->tail = b;
     }
     c->queued += b->len;
-    start_write(c);
+    if (!c->writing)
+        uv_prepare_start(&c->flush, flush_cb);
     return 0;
 }
 
@@ -338,6 +326,9 @@ ipc_conn_t *ipc_conn_wrap_pipe(uv_pipe_t *pipe, const ipc_conn_opts_t *opts,
     c->data = data;
     c->pipe = pipe;
     pipe->data = c;
+    uv_prepare_init(pipe->loop, &c->flush);
+    c->flush.data = c;
+    c->open_handles = 2;
     ipc_framer_init(&c->framer, c->opts.max_frame);
     uv_read_start((uv_stream_t *)pipe, alloc_cb, read_cb);
     return c;

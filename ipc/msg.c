@@ -41,8 +41,28 @@ int ipc_msg_decode(uint8_t *raw, size_t len, const berth_mp_limits_t *lim, ipc_m
     }
     m->raw = raw;
     m->raw_len = len;
-    if (berth_mp_unpack(raw, len, lim, &m->zone, &m->root, err) < 0)
+    if (berth_mp_unpack(raw, len, lim, &m->zone, &m->root, err) < 0) {
+        /* Still answer a request whose body broke the limits: peek its msgid
+         * (fixarray of 4, type 0, then a uint of up to 32 bits). */
+        if (len >= 3 && raw[0] == 0x94 && raw[1] == 0x00) {
+            const uint8_t *q = raw + 2;
+            size_t left = len - 2;
+            if (q[0] <= 0x7f) {
+                *msgid_out = q[0];
+                *have_msgid = true;
+            } else if (q[0] == 0xcc && left >= 2) {
+                *msgid_out = q[1];
+                *have_msgid = true;
+            } else if (q[0] == 0xcd && left >= 3) {
+                *msgid_out = (uint32_t)q[1] << 8 | q[2];
+                *have_msgid = true;
+            } else if (q[0] == 0xce && left >= 5) {
+                *msgid_out = (uint32_t)q[1] << 24 | (uint32_t)q[2] << 16 | (uint32_t)q[3] << 8 | q[4];
+                *have_msgid = true;
+            }
+        }
         goto fail;
+    }
     const msgpack_object *r = &m->root;
     if (r->type != MSGPACK_OBJECT_ARRAY)
         BAD("malformed message: not an array");

@@ -389,7 +389,8 @@ void berth_call_cancel(berth_call_t *c)
     berth_mpbuf_t b;
     berth_mpbuf_init(&b);
     ipc_pack_cancel(&b.pk, c->msgid);
-    send_buf(c->p, &b, true);
+    /* In order, never urgent: a cancel must not overtake its own request. */
+    send_buf(c->p, &b, false);
     berth_mpbuf_destroy(&b);
 }
 

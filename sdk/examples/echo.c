@@ -197,7 +197,10 @@ static void stream_more(berth_req_t *r)
     }
 }
 
-static void stream_cancel(berth_req_t *r) { stream_more(r); }
+static void stream_cancel(berth_req_t *r)
+{
+    stream_more(r);
+}
 
 static void handle_stream(berth_req_t *r, const msgpack_object *params)
 {

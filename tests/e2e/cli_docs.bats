@@ -27,6 +27,12 @@ setup() {
     unset BERTH_NAMESPACE SOURCE_DATE_EPOCH
 }
 
+teardown() {
+    if declare -F berth_stop_daemon >/dev/null; then
+        berth_stop_daemon
+    fi
+}
+
 # Generates the docs once per file (strict mode) into $DOCS_TMP/gen.
 gen() {
     if [[ ! -f $DOCS_TMP/gen/ok ]]; then
@@ -142,4 +148,20 @@ gen() {
     "$CLI" __gen-docs --man "$d"
     [[ ! -e $d/berth-gone.1 ]]
     [[ -e $d/keep.txt && -f $d/berth.1 ]]
+}
+
+@test "a daemon error gets a next step: deadline_exceeded suggests --timeout" {
+    # shellcheck source=lib/daemon.bash
+    source "$BATS_TEST_DIRNAME/lib/daemon.bash"
+    [[ -x $BERTH_BIN/berth-echo ]] || skip "berth-echo not built"
+    berth_start_daemon '{"content": {"enabled": false}, "metadata": {"enabled": false},
+        "snapshot-overlay": {"enabled": false}, "transfer": {"enabled": false},
+        "runtime-runc": {"enabled": false}, "gc": {"enabled": false}, "echo": {}}'
+    # events never ends on its own: the deadline does.
+    run "$BERTH_BIN/berth" -a "$BERTH_SOCK" --timeout 300ms events
+    berth_stop_daemon
+    echo "$output"
+    [ "$status" -eq 1 ]
+    # The client's own "timed out after 300ms" or the daemon's deadline_exceeded.
+    [[ $output == "berth: events.subscribe"*" — allow more time with a larger --timeout" ]]
 }

@@ -20,6 +20,7 @@ setup() {
     local lib=$BATS_TEST_DIRNAME/lib/daemon.bash
     [[ -f $lib ]] || skip "tests/e2e/lib/daemon.bash not present"
     [[ -x $BERTH_BIN/berthd ]] || skip "berthd not built (looked in $BERTH_BIN)"
+    [[ -x $BERTH_BIN/berth ]] || skip "berth (CLI) not built"
     [[ -x $BERTH_BIN/berth-content ]] || skip "berth-content not built"
     [[ -x $BERTH_BIN/berth-metadata ]] || skip "berth-metadata not built"
     [[ $(id -u) == 0 ]] || skip "needs root (berthd supervises plugins)"

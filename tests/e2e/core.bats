@@ -321,8 +321,7 @@ plugin_field() { # ID FIELD
     [[ $output == canceled* ]]
     # While echo restarts (400 ms backoff) new requests wait in its queue...
     kill -9 "$(berth_plugin_pid echo)"
-    sleep 0.05
-    [[ $(plugin_field echo status) == restarting ]]
+    berth_wait_for 2 bash -c "[[ \$($BERTH_RPCTOOL -a $BERTH_SOCK call plugins.list '{\"id\": \"echo\"}' | jq -r '.plugins[0].status') == restarting ]]"
     run berth_rpc call echo.echo '{"data": "queued"}'
     [ "$status" -eq 0 ]
     [[ $(jq -r .data <<<"$output") == queued ]]

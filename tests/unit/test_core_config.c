@@ -173,7 +173,8 @@ static void test_plugin_config_merges_one_level(void **state)
     /* A user's plugin section is merged key by key onto the plugin's
      * defaults: untouched keys keep their default. */
     core_config_t cfg;
-    assert_null(build(&cfg, "{\"plugins\": {\"x\": {\"config\": {\"a\": 1, \"m\": {\"p\": 1}}}}}", NULL));
+    assert_null(
+        build(&cfg, "{\"plugins\": {\"x\": {\"config\": {\"a\": 1, \"m\": {\"p\": 1}}}}}", NULL));
     json_t *u = J("{\"plugins\": {\"x\": {\"config\": {\"b\": 2, \"m\": {\"q\": 2}}}}}");
     /* merge two user layers by building from the effective config */
     json_t *eff = json_deep_copy(cfg.effective);
@@ -192,8 +193,8 @@ static void test_plugin_config_merges_one_level(void **state)
 static void test_overrides_win(void **state)
 {
     core_config_t cfg;
-    core_overrides_t ov = {.root = "/o/root", .state = "/o/state", .log_level = "warn",
-                           .log_format = "json"};
+    core_overrides_t ov = {
+        .root = "/o/root", .state = "/o/state", .log_level = "warn", .log_format = "json"};
     assert_null(build(&cfg, "{\"root\": \"/f/root\", \"state\": \"/f/state\"}", &ov));
     assert_string_equal(cfg.root, "/o/root");
     assert_string_equal(cfg.state, "/o/state");
@@ -252,7 +253,8 @@ static void test_errors_name_the_key(void **state)
     expect_error("{\"plugins\": {\"echo\": {\"config\": []}}}", "plugins.echo.config");
     expect_error("{\"plugins\": {\"content\": {\"config\": 1}}}", "plugins.content.config");
     expect_error("{\"external_plugins\": {\"x\": {}}}", "external_plugins.x.methods");
-    expect_error("{\"external_plugins\": {\"x\": {\"methods\": []}}}", "external_plugins.x.methods");
+    expect_error("{\"external_plugins\": {\"x\": {\"methods\": []}}}",
+                 "external_plugins.x.methods");
     expect_error("{\"external_plugins\": {\"x\": {\"methods\": [\"\"]}}}",
                  "external_plugins.x.methods[0]");
     expect_error("{\"external_plugins\": {\"x\": {\"methods\": [\"x.\"], \"extra\": 1}}}",
@@ -314,7 +316,8 @@ static void test_read_file(void **state)
 
 static void test_json_pack(void **state)
 {
-    json_t *j = J("{\"s\": \"x\", \"i\": -3, \"f\": 1.5, \"t\": true, \"n\": null, \"a\": [1, {}]}");
+    json_t *j =
+        J("{\"s\": \"x\", \"i\": -3, \"f\": 1.5, \"t\": true, \"n\": null, \"a\": [1, {}]}");
     berth_mpbuf_t b;
     berth_mpbuf_init(&b);
     core_json_pack(&b.pk, j);

@@ -173,7 +173,7 @@ static void test_malformed(void **state)
     expect_bad(not_array, sizeof(not_array), "not an array", false, 0);
     /* truncated: array of 4 with only 2 elements */
     const uint8_t trunc[] = {0x94, 0x00, 0x05};
-    expect_bad(trunc, sizeof(trunc), "truncated", false, 0);
+    expect_bad(trunc, sizeof(trunc), "truncated", true, 5);
     /* unknown message type */
     const uint8_t unk[] = {0x93, 0x07, 0xa1, 'x', 0x80};
     expect_bad(unk, sizeof(unk), "unknown message type", false, 0);
@@ -200,6 +200,13 @@ static void test_malformed(void **state)
     memset(deep, 0x91, 100);
     deep[100] = 0x00;
     expect_bad(deep, sizeof(deep), "nesting too deep", false, 0);
+    /* a request whose params nest too deep is still answered by msgid */
+    uint8_t deepreq[6 + 100];
+    const uint8_t head[] = {0x94, 0x00, 0xcd, 0x01, 0x02, 0x91};
+    memcpy(deepreq, head, sizeof(head));
+    memset(deepreq + 5, 0x91, 100);
+    deepreq[sizeof(deepreq) - 1] = 0x00;
+    expect_bad(deepreq, sizeof(deepreq), "nesting too deep", true, 0x0102);
     /* response with an error that has no code */
     const uint8_t nocode[] = {0x94, 0x01, 0x01, 0x80, 0xc0};
     expect_bad(nocode, sizeof(nocode), "code", false, 0);

@@ -359,7 +359,7 @@ static void test_sleep_exec_pause_stats_kill(void **state)
 
     /* exec */
     char *xf[3];
-    const bool want[3] = {false, true, false};
+    const bool want[3] = {true, true, false};
     berth_error_t *err = NULL;
     assert_int_equal(rt_fifos_create(t->fifo_dir, "x1", want, xf, &err), 0);
     int xout = open(xf[1], O_RDONLY | O_NONBLOCK | O_CLOEXEC);
@@ -370,10 +370,15 @@ static void test_sleep_exec_pause_stats_kill(void **state)
     berth_mp_pack_str(&b.pk, "process");
     berth_mp_pack_bin(&b.pk, proc, strlen(proc));
     berth_mp_kv_bool(&b.pk, "terminal", false);
-    berth_mp_kv_str(&b.pk, "stdin", "");
+    berth_mp_kv_str(&b.pk, "stdin", xf[0]);
     berth_mp_kv_str(&b.pk, "stdout", xf[1]);
     berth_mp_kv_str(&b.pk, "stderr", "");
     call_ok(t, "exec", &b);
+    /* A client opens the exec's stdin before it starts: the shim already
+     * holds the FIFO's read end. */
+    int xin = open(xf[0], O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+    assert_true(xin >= 0);
+    close(xin);
     /* duplicate exec id */
     params(&b, 2);
     berth_mp_kv_str(&b.pk, "exec_id", "x1");

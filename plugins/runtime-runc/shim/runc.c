@@ -172,6 +172,7 @@ int shim_runc(shim_t *s, const char *const *args, const int fds[3], char **out,
               berth_error_t **err)
 {
     const char *argv[48];
+    const char *what = args[0] ? args[0] : "?";
     size_t n = 0;
     argv[n++] = s->runtime;
     argv[n++] = "--root";
@@ -225,12 +226,14 @@ int shim_runc(shim_t *s, const char *const *args, const int fds[3], char **out,
         close(pipefd[0]);
     if (r < 0) {
         shim_buf_free(&ob);
-        return berth_error_set(err, BERTH_E_INTERNAL, "lost track of runc %s", args[0]);
+        return berth_error_set(err, BERTH_E_INTERNAL, "lost track of runc %s", what);
     }
     if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
         shim_buf_free(&ob);
         char *msg = runc_log_error(s->bundle_fd);
-        berth_code_t code = BERTH_E_INTERNAL;
+        /* runc refuses what it was given (the spec, the process, the
+         * container's state): the caller can act on that. */
+        berth_code_t code = BERTH_E_FAILED_PRECONDITION;
         if (msg && (strstr(msg, "not running") || strstr(msg, "process already finished") ||
                     strstr(msg, "no such process")))
             code = BERTH_E_NOT_FOUND;
@@ -239,8 +242,10 @@ int shim_runc(shim_t *s, const char *const *args, const int fds[3], char **out,
         if (WIFEXITED(st) && WEXITSTATUS(st) == 127)
             berth_error_set(err, BERTH_E_FAILED_PRECONDITION,
                             "cannot run the OCI runtime %s: is it installed?", s->runtime);
+        else if (msg && strncmp(msg, "runc ", 5) == 0)
+            berth_error_set(err, code, "%s", msg);
         else
-            berth_error_set(err, code, "runc %s: %s", args[0],
+            berth_error_set(err, code, "runc %s: %s", what,
                             msg ? msg : (WIFSIGNALED(st) ? "killed" : "failed"));
         free(msg);
         return -1;

@@ -16,14 +16,14 @@
  *       Benchmarks subtract this from the figures through berthd to get the
  *       cost of the core hop. */
 #include <errno.h>
-#include <signal.h>
-#include <sys/wait.h>
 #include <jansson.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -450,7 +450,8 @@ int main(int argc, char **argv)
         qsort(lat, done, sizeof(*lat), cmp_u64);
         size_t p99 = done ? (done * 99) / 100 : 0;
         printf("n=%zu failed=%zu median_us=%.1f p99_us=%.1f min_us=%.1f\n", done, failed,
-               done ? lat[done / 2] / 1000.0 : 0.0, done ? lat[p99 < done ? p99 : done - 1] / 1000.0 : 0.0,
+               done ? lat[done / 2] / 1000.0 : 0.0,
+               done ? lat[p99 < done ? p99 : done - 1] / 1000.0 : 0.0,
                done ? lat[0] / 1000.0 : 0.0);
     } else {
         printf("ok=%zu failed=%zu seconds=%.3f rate=%.0f", done - (failed > done ? done : failed),

@@ -1,0 +1,365 @@
+#!/usr/bin/env bats
+# SPDX-License-Identifier: Apache-2.0
+# Containers and tasks with real runc: `berth run`, detached tasks (exec,
+# pause/resume, metrics, kill statuses), berthd and runtime-plugin crashes
+# with tasks running, a shim that dies, bad inputs that must leave nothing
+# behind. The image is a busybox-static OCI layout built with umoci and
+# imported with `berth images import`.
+
+load lib/daemon.bash
+
+setup_file() {
+    berth_require_root
+    command -v runc >/dev/null || skip "runc not installed (scripts/install-deps.sh)"
+    command -v umoci >/dev/null || skip "umoci not installed (scripts/install-deps.sh)"
+    [[ -x /bin/busybox ]] || skip "busybox-static not installed (scripts/install-deps.sh)"
+    source "$BATS_TEST_DIRNAME/lib/registry.bash"
+    berth_start_daemon '{"gc": {"enabled": false}}'
+    registry_build_image "$BERTH_TEST_DIR/img" 2
+    tar -C "$BERTH_TEST_DIR/img" -cf "$BERTH_TEST_DIR/img.tar" .
+    berth images import --base-name busybox "$BERTH_TEST_DIR/img.tar" >/dev/null
+    IMG=$(berth images ls -q | head -n 1)
+    [[ -n $IMG ]]
+    export IMG
+}
+
+teardown_file() {
+    # A test may have restarted berthd: stop the one running now.
+    if [[ -f ${BERTH_TEST_DIR:-/nonexistent}/berthd.pid ]]; then
+        BERTH_PID=$(cat "$BERTH_TEST_DIR/berthd.pid")
+    fi
+    berth_stop_daemon
+}
+
+teardown() {
+    if [[ ${BATS_TEST_COMPLETED:-} != 1 ]]; then
+        berth_dump_log 80
+        berth tasks ls || true
+    fi
+}
+
+# Nothing of container $1 is left: record, task, snapshot, bundle, FIFOs,
+# runc state, mounts.
+assert_gone() {
+    local id=$1
+    run berth containers ls -q
+    [[ $status == 0 ]]
+    ! grep -qx -- "$id" <<<"$output"
+    run berth tasks ls -q
+    ! grep -qx -- "$id" <<<"$output"
+    run berth snapshots ls
+    ! awk '{print $1}' <<<"$output" | grep -qx -- "$id"
+    [[ ! -e $BERTH_STATE/runtime/default/$id ]]
+    [[ ! -e $BERTH_STATE/fifo/default/$id ]]
+    [[ ! -e $BERTH_STATE/runc/default/$id ]]
+    ! grep -q -- "$BERTH_STATE/runtime/default/$id/" /proc/self/mountinfo
+}
+
+task_field() { # ID FIELD
+    berth tasks ls --format json | jq -r --arg id "$1" ".[] | select(.id == \$id) | .$2"
+}
+
+task_status() { task_field "$1" status; }
+
+runtime_restarted() { # OLD-PID
+    local p
+    p=$(berth_plugin_pid runtime-runc)
+    [[ -n $p && $p != null && $p != "$1" ]]
+}
+
+wait_status() { # ID STATUS
+    berth_wait_for 10 test "$(task_status "$1")" = "$2"
+}
+
+@test "run --rm echo hello prints hello, exits 0 and leaves nothing" {
+    run berth run --rm "$IMG" hello1 echo hello
+    [[ $status == 0 ]]
+    [[ $output == hello ]]
+    assert_gone hello1
+}
+
+@test "run exits with the container's exit code; stderr and stdin are wired" {
+    run berth run --rm "$IMG" code7 sh -c 'echo out; echo err >&2; exit 7'
+    [[ $status == 7 ]]
+    [[ $output == *out* && $output == *err* ]]
+    run bash -c "printf 'line1\nline2\n' | $BERTH run --rm $IMG cat1 cat"
+    [[ $status == 0 ]]
+    [[ $output == "line1"$'\n'"line2" ]]
+    assert_gone code7
+    assert_gone cat1
+}
+
+@test "run without --rm keeps the container and removes the task" {
+    run berth run "$IMG" keep1 true
+    [[ $status == 0 ]]
+    run berth containers ls -q
+    grep -qx keep1 <<<"$output"
+    run berth tasks ls -q
+    ! grep -qx keep1 <<<"$output"
+    run berth containers info keep1
+    [[ $status == 0 ]]
+    [[ $(jq -r '.spec.process.args[0]' <<<"$output") == true ]]
+    run berth containers info --spec keep1
+    [[ $(jq -r '.linux.cgroupsPath' <<<"$output") == /berth/default/keep1 ]]
+    [[ $(jq -r '.process.noNewPrivileges' <<<"$output") == true ]]
+    [[ $(jq -r '.linux.seccomp.defaultAction' <<<"$output") == SCMP_ACT_ERRNO ]]
+    run berth containers rm keep1
+    [[ $status == 0 ]]
+    assert_gone keep1
+}
+
+@test "options: user, env, cwd, hostname, read-only rootfs, bind mount" {
+    mkdir -p "$BERTH_TEST_DIR/data"
+    echo host-file >"$BERTH_TEST_DIR/data/f"
+    run berth run --rm --user 1000:1000 --env A=b --cwd /tmp --hostname hh --read-only \
+        --mount "type=bind,src=$BERTH_TEST_DIR/data,dst=/data,options=rbind:ro" \
+        "$IMG" opts1 sh -c 'echo $A; pwd; hostname; id -u; id -G; cat /data/f; touch /x 2>&1; touch /data/y 2>&1; true'
+    [[ $status == 0 ]]
+    [[ ${lines[0]} == b ]]
+    [[ ${lines[1]} == /tmp ]]
+    [[ ${lines[2]} == hh ]]
+    [[ ${lines[3]} == 1000 ]]
+    [[ ${lines[4]} == 1000 ]]
+    [[ ${lines[5]} == host-file ]]
+    [[ $output == *"Read-only file system"* ]]
+    [[ ! -e $BERTH_TEST_DIR/data/y ]]
+}
+
+@test "the container's init holds only fds 0, 1 and 2" {
+    run berth run --rm "$IMG" fds1 sh -c 'ls /proc/1/fd; true'
+    [[ $status == 0 ]]
+    [[ $output == $'0\n1\n2' ]]
+}
+
+@test "-t gives the container a terminal" {
+    command -v script >/dev/null || skip "script (util-linux) not installed"
+    run script -qec "$BERTH run --rm -t $IMG tty1 sh -c 'test -t 0 && echo is-a-tty'" /dev/null
+    [[ $status == 0 ]]
+    [[ $output == *is-a-tty* ]]
+    assert_gone tty1
+}
+
+@test "signals are forwarded to the container" {
+    berth run --rm "$IMG" sig1 sh -c 'trap "exit 42" INT; echo ready; sleep 600 & wait' \
+        >"$BERTH_TEST_DIR/sig1.out" 2>&1 &
+    local pid=$!
+    berth_wait_for 10 grep -q ready "$BERTH_TEST_DIR/sig1.out"
+    kill -INT "$pid"
+    local rc=0
+    wait "$pid" || rc=$?
+    [[ $rc == 42 ]]
+    assert_gone sig1
+}
+
+@test "--rm is carried out by the daemon even when the client dies" {
+    berth run --rm "$IMG" orphan1 sleep 1 >/dev/null 2>&1 &
+    local pid=$!
+    berth_wait_for 10 test "$(task_status orphan1)" = RUNNING
+    kill -KILL "$pid"
+    berth_wait_for 15 bash -c "! $BERTH containers ls -q | grep -qx orphan1"
+    assert_gone orphan1
+}
+
+@test "detached task: ls, exec, pause/resume, metrics, ps, kill 143, rm" {
+    berth events --format json /tasks/ >"$BERTH_TEST_DIR/events.json" 2>/dev/null &
+    local evpid=$!
+    sleep 0.3
+    run berth run -d "$IMG" det1 sh -c 'trap "exit 143" TERM; sleep 600 & wait'
+    [[ $status == 0 ]]
+    [[ $(task_status det1) == RUNNING ]]
+    local pid
+    pid=$(task_field det1 pid)
+    [[ $pid -gt 1 ]]
+    run berth tasks ls
+    [[ ${lines[0]} == *TASK*PID*STATUS* ]]
+    [[ $output == *"det1"*"$pid"*RUNNING* ]]
+
+    run berth tasks exec --exec-id e1 det1 sh -c 'echo from-exec; exit 3'
+    [[ $status == 3 ]]
+    [[ $output == from-exec ]]
+    run bash -c "echo piped | $BERTH tasks exec --exec-id e2 det1 cat"
+    [[ $output == piped ]]
+
+    run berth tasks pause det1
+    [[ $status == 0 ]]
+    [[ $(task_status det1) == PAUSED ]]
+    run berth tasks resume det1
+    [[ $(task_status det1) == RUNNING ]]
+
+    run berth tasks metrics det1
+    [[ $status == 0 ]]
+    [[ $output == *memory.usage_in_bytes* || $output == *memory.current* ]]
+    [[ $output == *pids.current* ]]
+    run berth tasks metrics --format json det1
+    [[ $(jq -r '.memory.usage' <<<"$output") -gt 0 ]]
+    [[ $(jq -r '.pids.current' <<<"$output") -ge 2 ]]
+    run berth tasks ps det1
+    [[ $output == *"$pid"* ]]
+
+    run berth tasks rm det1
+    [[ $status == 1 ]]
+    [[ $output == *"must be stopped"* ]]
+    run berth containers rm det1
+    [[ $status == 1 ]]
+    [[ $output == *"has a task"* ]]
+
+    run berth tasks kill det1
+    [[ $status == 0 ]]
+    wait_status det1 STOPPED
+    [[ $(task_field det1 exit_status) == 143 ]]
+    run berth tasks rm det1
+    [[ $status == 0 ]]
+    [[ ! -e $BERTH_STATE/runtime/default/det1 ]]
+    ! grep -q -- "$BERTH_STATE/runtime/default/det1/" /proc/self/mountinfo
+    run berth containers rm det1
+    [[ $status == 0 ]]
+    assert_gone det1
+
+    # Events in containerd's order; the exit exactly once, before the delete.
+    sleep 0.3
+    kill "$evpid"
+    local topics
+    topics=$(jq -r 'select(.event.container_id == "det1") | .topic' "$BERTH_TEST_DIR/events.json" | tr '\n' ' ')
+    [[ $topics == "/tasks/create /tasks/start /tasks/exec-added /tasks/exec-started /tasks/exit /tasks/exec-added /tasks/exec-started /tasks/exit /tasks/paused /tasks/resumed /tasks/exit /tasks/delete " ]]
+}
+
+@test "kill -s KILL gives 137" {
+    berth run -d "$IMG" kill9 sleep 600
+    run berth tasks kill -s KILL kill9
+    [[ $status == 0 ]]
+    wait_status kill9 STOPPED
+    [[ $(task_field kill9 exit_status) == 137 ]]
+    berth tasks rm kill9
+    berth containers rm kill9
+    assert_gone kill9
+}
+
+@test "kill -9 berthd with 20 tasks running: all still RUNNING, same pids, controllable" {
+    local i before after
+    for i in $(seq 1 20); do
+        berth run -d "$IMG" crash$i sh -c 'trap "exit 143" TERM; sleep 600 & wait'
+    done
+    before=$(berth tasks ls --format json | jq -c '[.[] | select(.id | startswith("crash")) | [.id, .pid, .status]] | sort')
+    [[ $(jq length <<<"$before") == 20 ]]
+    kill -KILL "$BERTH_PID"
+    wait "$BERTH_PID" 2>/dev/null || true
+    "$BERTH_BIN/berthd" --config "$BERTH_CONFIG" >>"$BERTH_LOG" 2>&1 &
+    BERTH_PID=$!
+    echo "$BERTH_PID" >"$BERTH_TEST_DIR/berthd.pid"
+    berth_wait_for 20 berth__ready
+    after=$(berth tasks ls --format json | jq -c '[.[] | select(.id | startswith("crash")) | [.id, .pid, .status]] | sort')
+    [[ $before == "$after" ]]
+    [[ $(jq '[.[] | select(.[2] == "RUNNING")] | length' <<<"$after") == 20 ]]
+    run berth tasks exec --exec-id x crash7 echo alive
+    [[ $output == alive ]]
+    for i in $(seq 1 20); do
+        berth tasks kill crash$i
+    done
+    for i in $(seq 1 20); do
+        wait_status crash$i STOPPED
+        [[ $(task_field crash$i exit_status) == 143 ]]
+        berth tasks rm crash$i
+        berth containers rm crash$i
+    done
+    assert_gone crash20
+}
+
+@test "kill -9 of the runtime plugin alone: tasks keep running; an exit meanwhile is reported" {
+    berth run -d "$IMG" rt1 sh -c 'trap "exit 143" TERM; sleep 600 & wait'
+    berth run -d "$IMG" rt2 sh -c 'trap "exit 143" TERM; sleep 600 & wait'
+    local pid1 pid2 rp
+    pid1=$(task_field rt1 pid)
+    pid2=$(task_field rt2 pid)
+    rp=$(berth_plugin_pid runtime-runc)
+    # Freeze the plugin, make rt2 exit (TERM from the host to its init),
+    # then kill the plugin: nobody was listening when rt2 exited.
+    kill -STOP "$rp"
+    kill -TERM "$pid2"
+    berth_wait_for 10 bash -c "! kill -0 $pid2"
+    kill -KILL "$rp"
+    berth_wait_for 20 runtime_restarted "$rp"
+    berth_wait_for 20 berth__ready
+    wait_status rt2 STOPPED
+    [[ $(task_field rt2 exit_status) == 143 ]]
+    [[ $(task_status rt1) == RUNNING ]]
+    [[ $(task_field rt1 pid) == "$pid1" ]]
+    run berth tasks exec --exec-id x rt1 echo alive
+    [[ $output == alive ]]
+    berth tasks kill rt1
+    wait_status rt1 STOPPED
+    for i in rt1 rt2; do
+        berth tasks rm $i
+        berth containers rm $i
+        assert_gone $i
+    done
+}
+
+@test "a task that exits while the runtime plugin is down keeps its real status" {
+    berth run -d "$IMG" down1 sh -c 'sleep 1; exit 5'
+    local rp
+    rp=$(berth_plugin_pid runtime-runc)
+    kill -STOP "$rp"
+    sleep 2
+    kill -KILL "$rp"
+    berth_wait_for 20 berth__ready
+    wait_status down1 STOPPED
+    [[ $(task_field down1 exit_status) == 5 ]]
+    berth tasks rm down1
+    berth containers rm down1
+    assert_gone down1
+}
+
+@test "a shim that dies leaves the task STOPPED (137), never a ghost RUNNING" {
+    berth run -d "$IMG" ghost1 sleep 600
+    local cpid spid
+    cpid=$(task_field ghost1 pid)
+    spid=$(pgrep -f -- "berth-shim --id ghost1 --namespace default --bundle $BERTH_STATE/")
+    [[ -n $spid ]]
+    kill -KILL "$spid"
+    wait_status ghost1 STOPPED
+    [[ $(task_field ghost1 exit_status) == 137 ]]
+    berth_wait_for 10 bash -c "! kill -0 $cpid"
+    berth tasks rm ghost1
+    berth containers rm ghost1
+    assert_gone ghost1
+}
+
+@test "bad inputs: escaping bind source, missing source, unknown user, missing image, duplicate id" {
+    mkdir -p "$BERTH_TEST_DIR/bm/data"
+    ln -s /etc "$BERTH_TEST_DIR/bm/data/evil"
+    run berth run --rm --mount "type=bind,src=$BERTH_TEST_DIR/bm/data/evil,dst=/x" "$IMG" bad1 ls /x
+    [[ $status == 1 ]]
+    [[ $output == *"escapes through the symlink"* ]]
+    assert_gone bad1
+
+    run berth run --rm --mount "type=bind,src=$BERTH_TEST_DIR/bm/nope,dst=/x" "$IMG" bad2 true
+    [[ $status == 1 ]]
+    [[ $output == *"does not exist"* ]]
+    assert_gone bad2
+
+    run berth run --rm --user nobody "$IMG" bad3 id
+    [[ $status == 1 ]]
+    [[ $output == *"unable to find user nobody"* ]]
+    assert_gone bad3
+
+    run berth run --rm docker.io/library/missing:latest bad4 true
+    [[ $status == 1 ]]
+    [[ $output == *"not found"* ]]
+    assert_gone bad4
+
+    run berth run --rm "$IMG" bad5 nosuchcmd
+    [[ $status == 1 ]]
+    [[ $output == *"executable file not found"* ]]
+    assert_gone bad5
+
+    berth run -d "$IMG" dup1 sleep 600
+    run berth run -d "$IMG" dup1 true
+    [[ $status == 1 ]]
+    [[ $output == *"already exists"* ]]
+    [[ $(task_status dup1) == RUNNING ]]
+    berth tasks kill -s KILL dup1
+    wait_status dup1 STOPPED
+    berth tasks rm dup1
+    berth containers rm dup1
+    assert_gone dup1
+}

@@ -425,19 +425,26 @@ static int content_active(int argc, char **argv)
 
 static int content_rm(int argc, char **argv)
 {
-    static const struct option opts[] = {{0}};
+    static const struct option opts[] = {{"sync", no_argument, NULL, 's'}, {0}};
+    bool sync = false;
     int o;
     optind = 0;
     opterr = 0;
-    while ((o = getopt_long(argc, argv, ":", opts, NULL)) != -1)
-        cli_flag_error("content rm", o, argv);
+    while ((o = getopt_long(argc, argv, ":", opts, NULL)) != -1) {
+        if (o == 's')
+            sync = true;
+        else
+            cli_flag_error("content rm", o, argv);
+    }
     if (optind >= argc)
         cli_die("`berth content rm` needs one or more digests (see `berth content ls -q`)");
     int rc = 0;
     for (int i = optind; i < argc; i++) {
         berth_mpbuf_t b;
-        cli_params_begin(&b, 1);
+        cli_params_begin(&b, 2);
         berth_mp_kv_str(&b.pk, "digest", argv[i]);
+        /* --sync: metadata answers after a collection that includes it. */
+        berth_mp_kv_bool(&b.pk, "sync", sync && i == argc - 1);
         _cleanup_error_ berth_error_t *err = NULL;
         int r = cli_try_call("content.delete", &b, NULL, NULL, NULL, NULL, &err);
         berth_mpbuf_destroy(&b);
@@ -567,8 +574,9 @@ static const cli_subcmd_t content_cmds[] = {
      "Removes the received bytes of ingests (see `berth content active`). An ingest a\n"
      "writer is using now is refused.\n",
      content_abort, false},
-    {"rm|delete|del|remove", "DIGEST...", "Remove content from the namespace",
-     "The bytes are freed by garbage collection once no namespace references them.\n", content_rm,
+    {"rm|delete|del|remove", "DIGEST... [--sync]", "Remove content from the namespace",
+     "The bytes are freed by garbage collection once no namespace references them;\n"
+     "--sync waits until that collection has run.\n", content_rm,
      false},
     {"label", "DIGEST [KEY=VALUE...]", "Set or remove labels of content",
      "KEY= (empty value) removes the label; the resulting labels are printed.\n"

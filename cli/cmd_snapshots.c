@@ -26,9 +26,12 @@ typedef struct {
 static int parse_flags(const char *cmd, int argc, char **argv, snap_flags_t *f)
 {
     static const struct option opts[] = {
-        {"target", required_argument, NULL, 't'}, {"mounts", no_argument, NULL, 'm'},
-        {"label", required_argument, NULL, 'l'},  {"format", required_argument, NULL, 'f'},
-        {"b", no_argument, NULL, 'b'},            {0},
+        {"target", required_argument, NULL, 't'},
+        {"mounts", no_argument, NULL, 'm'},
+        {"label", required_argument, NULL, 'l'},
+        {"format", required_argument, NULL, 'f'},
+        {"b", no_argument, NULL, 'b'},
+        {0},
     };
     memset(f, 0, sizeof(*f));
     int o;
@@ -431,8 +434,8 @@ static const cli_subcmd_t snap_cmds[] = {
     {"view", "[--target DIR] [--mounts] [--label K=V]... KEY [PARENT]",
      "Create a read-only snapshot of a committed one", NULL, snap_view, false},
     {"commit", "[--label K=V]... NAME KEY", "Commit an active snapshot as NAME",
-     "A snapshot whose layer apply was interrupted or failed cannot be committed.\n",
-     snap_commit, false},
+     "A snapshot whose layer apply was interrupted or failed cannot be committed.\n", snap_commit,
+     false},
     {"mounts|m", "TARGET KEY", "Print the mount commands of a snapshot",
      "Example:\n  berth snapshots mounts /mnt/x my-key | sh\n", snap_mounts, false},
     {"rm|remove|delete|del", "KEY...", "Remove snapshots",

@@ -1248,7 +1248,7 @@ const berth_method_t content_methods[] = {
     {"content.read", handle_read, BERTH_METHOD_IDEMPOTENT, NULL},
     {"content.path", handle_path, BERTH_METHOD_IDEMPOTENT | BERTH_METHOD_INTERNAL,
      "transfer,snapshot-overlay,runtime-runc"},
-    {"content.delete_blob", handle_delete_blob, BERTH_METHOD_INTERNAL, "gc"},
+    {"content.delete_blob", handle_delete_blob, BERTH_METHOD_IDEMPOTENT | BERTH_METHOD_INTERNAL, "gc"},
     {"content.list_blobs", handle_list_blobs, BERTH_METHOD_IDEMPOTENT | BERTH_METHOD_INTERNAL,
      "gc"},
 };

@@ -544,7 +544,12 @@ int content_blob_list(content_store_t *s, content_blob_info_t **out, size_t *n, 
         }
         snprintf(v[len].digest, sizeof(v[len].digest), "sha256:%.64s", e->d_name);
         v[len].size = (uint64_t)st.st_size;
-        v[len].mtime = (int64_t)st.st_mtim.tv_sec * 1000000000LL + st.st_mtim.tv_nsec;
+        /* The later of mtime and ctime: a blob hard-linked into place from an
+         * old file is new to the store even if its data is old (gc's orphan
+         * age check relies on this). */
+        int64_t mt = (int64_t)st.st_mtim.tv_sec * 1000000000LL + st.st_mtim.tv_nsec;
+        int64_t ct = (int64_t)st.st_ctim.tv_sec * 1000000000LL + st.st_ctim.tv_nsec;
+        v[len].mtime = ct > mt ? ct : mt;
         len++;
     }
     closedir(dir);

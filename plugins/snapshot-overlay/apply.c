@@ -58,8 +58,9 @@ void overlay_apply_global_init(void)
     const char *k = fp ? strstr(fp, "overlay.apply.pause_after_entries=") : NULL;
     if (k) {
         fp_pause_after = strtoull(k + strlen("overlay.apply.pause_after_entries="), NULL, 10);
-        berth_log(BERTH_LOG_WARN, "msg=\"failpoint armed\" failpoint=overlay.apply.pause_after_"
-                                  "entries n=%llu",
+        berth_log(BERTH_LOG_WARN,
+                  "msg=\"failpoint armed\" failpoint=overlay.apply.pause_after_"
+                  "entries n=%llu",
                   (unsigned long long)fp_pause_after);
     }
 }
@@ -100,9 +101,9 @@ typedef struct {
     uint8_t *buf[RING_N];
     size_t len[RING_N];
     unsigned head, tail, count;
-    bool held;  /* the consumer holds buf[tail] (libarchive's current block) */
-    bool eof;   /* producer published everything */
-    bool stop;  /* consumer gave up */
+    bool held;          /* the consumer holds buf[tail] (libarchive's current block) */
+    bool eof;           /* producer published everything */
+    bool stop;          /* consumer gave up */
     berth_error_t *err; /* producer's error, read after join or under mu */
 
     /* Producer-only state. */
@@ -205,7 +206,7 @@ static int gzip_fill(pipe_t *p, uint8_t *out, size_t cap, size_t *produced, bool
                                        r == ISAL_INVALID_WRAPPER ? "bad gzip header or trailing "
                                                                    "garbage"
                                        : r == ISAL_INCORRECT_CHECKSUM ? "CRC mismatch"
-                                                                       : "corrupt deflate data",
+                                                                      : "corrupt deflate data",
                                        (unsigned long long)p->members);
             got = cap - p->isal.avail_out;
             p->in_pos += avail - p->isal.avail_in;
@@ -219,10 +220,9 @@ static int gzip_fill(pipe_t *p, uint8_t *out, size_t cap, size_t *produced, bool
             p->z.avail_out = (uInt)(cap - got);
             int r = inflate(&p->z, Z_NO_FLUSH);
             if (r != Z_OK && r != Z_STREAM_END && r != Z_BUF_ERROR)
-                return berth_error_set(err, BERTH_E_INVALID_ARGUMENT,
-                                       "layer is not valid gzip (%s, member %llu)",
-                                       p->z.msg ? p->z.msg : "corrupt data",
-                                       (unsigned long long)p->members);
+                return berth_error_set(
+                    err, BERTH_E_INVALID_ARGUMENT, "layer is not valid gzip (%s, member %llu)",
+                    p->z.msg ? p->z.msg : "corrupt data", (unsigned long long)p->members);
             got = cap - p->z.avail_out;
             p->in_pos += avail - p->z.avail_in;
             finished = r == Z_STREAM_END;
@@ -563,8 +563,9 @@ static int apply_xattrs(ax_t *x, struct archive_entry *e, int fd, int pfd, const
             continue;
         if (xattr_skipped(name)) {
             x->res->skipped_xattrs++;
-            berth_log(BERTH_LOG_DEBUG, "msg=\"overlay xattr from layer dropped\" entry=\"%s\" "
-                                       "xattr=%s",
+            berth_log(BERTH_LOG_DEBUG,
+                      "msg=\"overlay xattr from layer dropped\" entry=\"%s\" "
+                      "xattr=%s",
                       x->ename, name);
             continue;
         }
@@ -574,8 +575,9 @@ static int apply_xattrs(ax_t *x, struct archive_entry *e, int fd, int pfd, const
         if (r < 0) {
             if (errno == ENOTSUP || errno == EOPNOTSUPP) {
                 if (!x->warned_xattr)
-                    berth_log(BERTH_LOG_WARN, "msg=\"xattr not supported by the snapshot "
-                                              "filesystem, skipped\" entry=\"%s\" xattr=%s",
+                    berth_log(BERTH_LOG_WARN,
+                              "msg=\"xattr not supported by the snapshot "
+                              "filesystem, skipped\" entry=\"%s\" xattr=%s",
                               x->ename, name);
                 x->warned_xattr = true;
                 continue;
@@ -588,8 +590,7 @@ static int apply_xattrs(ax_t *x, struct archive_entry *e, int fd, int pfd, const
     return 0;
 }
 
-static int get_owner(ax_t *x, struct archive_entry *e, uid_t *uid, gid_t *gid,
-                     berth_error_t **err)
+static int get_owner(ax_t *x, struct archive_entry *e, uid_t *uid, gid_t *gid, berth_error_t **err)
 {
     la_int64_t u = archive_entry_uid(e), g = archive_entry_gid(e);
     /* (uid_t)-1 means "unchanged" to chown: never a valid owner. */
@@ -1044,8 +1045,7 @@ out:
     return rc;
 }
 
-static int do_dir(ax_t *x, struct archive_entry *e, int pfd, const char *base,
-                  berth_error_t **err)
+static int do_dir(ax_t *x, struct archive_entry *e, int pfd, const char *base, berth_error_t **err)
 {
     uid_t uid;
     gid_t gid;
@@ -1086,8 +1086,8 @@ static int do_dir(ax_t *x, struct archive_entry *e, int pfd, const char *base,
 
 /* Owner, xattrs, special mode bits and times of a node that has no fd of its
  * own (symlink, device, fifo): all by name in pfd, without following. */
-static int finish_by_name(ax_t *x, struct archive_entry *e, int pfd, const char *base,
-                          bool symlink, berth_error_t **err)
+static int finish_by_name(ax_t *x, struct archive_entry *e, int pfd, const char *base, bool symlink,
+                          berth_error_t **err)
 {
     uid_t uid;
     gid_t gid;
@@ -1143,8 +1143,8 @@ static int do_node(ax_t *x, struct archive_entry *e, int pfd, const char *base, 
         unsigned long mi = (unsigned long)archive_entry_rdevminor(e);
         /* Linux dev_t: 12-bit major, 20-bit minor. */
         if (ma > 0xfff || mi > 0xfffff)
-            return entry_err(x, err, BERTH_E_INVALID_ARGUMENT,
-                             "device number %lu:%lu out of range", ma, mi);
+            return entry_err(x, err, BERTH_E_INVALID_ARGUMENT, "device number %lu:%lu out of range",
+                             ma, mi);
         dev = makedev(ma, mi);
     }
     mode_t mode = archive_entry_perm(e) & 0777;
@@ -1268,8 +1268,9 @@ static int do_whiteout(ax_t *x, int pfd, const char *base, berth_error_t **err)
     if (fstatat(pfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0) {
         /* OCI: a whiteout hides only lower layers; an entry of this same
          * layer stays (and already hides the lower one). */
-        berth_log(BERTH_LOG_DEBUG, "msg=\"whiteout of an entry of the same layer ignored\" "
-                                   "entry=\"%s\"",
+        berth_log(BERTH_LOG_DEBUG,
+                  "msg=\"whiteout of an entry of the same layer ignored\" "
+                  "entry=\"%s\"",
                   x->ename);
         return 0;
     }
@@ -1285,8 +1286,7 @@ static int do_entry(ax_t *x, struct archive *a, struct archive_entry *e, berth_e
     if (!raw)
         raw = archive_entry_pathname_utf8(e);
     if (!raw)
-        return berth_error_set(err, BERTH_E_INVALID_ARGUMENT,
-                               "layer entry %llu has no usable path",
+        return berth_error_set(err, BERTH_E_INVALID_ARGUMENT, "layer entry %llu has no usable path",
                                (unsigned long long)x->res->entries);
     set_ename(x, raw);
     size_t boff;

@@ -244,8 +244,8 @@ int main(int argc, char **argv)
         if (argc < 4)
             usage();
         overlay_mounts_t ms;
-        if (overlay_prepare(s, argv[3], (const char *const *)argv + 4, (size_t)(argc - 4), ro,
-                            &ms, &e) < 0)
+        if (overlay_prepare(s, argv[3], (const char *const *)argv + 4, (size_t)(argc - 4), ro, &ms,
+                            &e) < 0)
             return die_err(e);
         print_mounts(&ms);
         overlay_mounts_free(&ms);

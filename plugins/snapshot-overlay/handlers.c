@@ -405,11 +405,13 @@ static void handle_apply(berth_req_t *r, const msgpack_object *params)
         rc = berth_error_set(&err, BERTH_E_INVALID_ARGUMENT,
                              "overlayfs.apply: parameter desc is required");
     if (rc == 0 && berth_mp_get_strdup(desc, "media_type", &j->media_type, &err) != 0 && !err)
-        berth_error_set(&err, BERTH_E_INVALID_ARGUMENT, "overlayfs.apply: desc.media_type is "
-                                                        "required");
+        berth_error_set(&err, BERTH_E_INVALID_ARGUMENT,
+                        "overlayfs.apply: desc.media_type is "
+                        "required");
     if (!err && berth_mp_get_strdup(desc, "digest", &j->digest, &err) != 0 && !err)
-        berth_error_set(&err, BERTH_E_INVALID_ARGUMENT, "overlayfs.apply: desc.digest is "
-                                                        "required");
+        berth_error_set(&err, BERTH_E_INVALID_ARGUMENT,
+                        "overlayfs.apply: desc.digest is "
+                        "required");
     if (!err && (strncmp(j->digest, "sha256:", 7) != 0 || strlen(j->digest) != 71))
         berth_error_set(&err, BERTH_E_INVALID_ARGUMENT,
                         "overlayfs.apply: desc.digest \"%.80s\" is not a sha256 digest", j->digest);
@@ -437,8 +439,8 @@ static void handle_apply(berth_req_t *r, const msgpack_object *params)
     berth_mp_kv_str(&pb.pk, "digest", j->digest);
     if (lease)
         berth_mp_kv_str(&pb.pk, "lease", lease);
-    berth_call_t *c = berth_call(j->op->p, "content.path", pb.buf.data, pb.buf.size, 0, path_cb,
-                                 NULL, j, &err);
+    berth_call_t *c =
+        berth_call(j->op->p, "content.path", pb.buf.data, pb.buf.size, 0, path_cb, NULL, j, &err);
     berth_mpbuf_destroy(&pb);
     if (!c) {
         berth_req_set_data(r, NULL);
@@ -450,8 +452,7 @@ static void handle_apply(berth_req_t *r, const msgpack_object *params)
 
 #define CALLERS "metadata"
 const berth_method_t overlay_methods[] = {
-    {"overlayfs.prepare", handle_prepare, BERTH_METHOD_IDEMPOTENT | BERTH_METHOD_INTERNAL,
-     CALLERS},
+    {"overlayfs.prepare", handle_prepare, BERTH_METHOD_IDEMPOTENT | BERTH_METHOD_INTERNAL, CALLERS},
     {"overlayfs.mounts", handle_mounts, BERTH_METHOD_IDEMPOTENT | BERTH_METHOD_INTERNAL, CALLERS},
     {"overlayfs.commit", handle_commit, BERTH_METHOD_IDEMPOTENT | BERTH_METHOD_INTERNAL, CALLERS},
     {"overlayfs.remove", handle_remove, BERTH_METHOD_INTERNAL, "metadata,gc"},
@@ -459,7 +460,6 @@ const berth_method_t overlay_methods[] = {
     /* Not idempotent: a re-sent apply would run into a snapshot that already
      * holds part of the layer; the caller discards and retries instead. */
     {"overlayfs.apply", handle_apply, BERTH_METHOD_INTERNAL, CALLERS},
-    {"overlayfs.list", handle_list, BERTH_METHOD_IDEMPOTENT | BERTH_METHOD_INTERNAL,
-     "metadata,gc"},
+    {"overlayfs.list", handle_list, BERTH_METHOD_IDEMPOTENT | BERTH_METHOD_INTERNAL, "metadata,gc"},
 };
 const size_t overlay_n_methods = BERTH_ARRAY_SIZE(overlay_methods);

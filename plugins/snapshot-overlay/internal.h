@@ -55,9 +55,9 @@ typedef struct {
 } overlay_usage_t;
 
 typedef struct {
-    size_t removed_tmp;   /* interrupted prepares/removes cleaned */
-    size_t interrupted;   /* snapshots whose layer apply never finished */
-    size_t unknown;       /* entries we do not recognise (left alone) */
+    size_t removed_tmp; /* interrupted prepares/removes cleaned */
+    size_t interrupted; /* snapshots whose layer apply never finished */
+    size_t unknown;     /* entries we do not recognise (left alone) */
 } overlay_reconcile_t;
 
 /** True if `id` is 1..OVERLAY_ID_MAX decimal digits. */
@@ -82,8 +82,8 @@ int overlay_prepare(overlay_store_t *s, const char *id, const char *const *paren
 
 /** Mounts of an existing snapshot. parents == NULL uses the parents stored at
  * prepare; readonly < 0 uses the stored kind. */
-int overlay_mounts(overlay_store_t *s, const char *id, const char *const *parents,
-                   size_t n_parents, int readonly, overlay_mounts_t *out, berth_error_t **err);
+int overlay_mounts(overlay_store_t *s, const char *id, const char *const *parents, size_t n_parents,
+                   int readonly, overlay_mounts_t *out, berth_error_t **err);
 void overlay_mounts_free(overlay_mounts_t *m);
 
 /** Marks snapshot `id` committed (immutable) and returns its usage. Refuses a
@@ -144,7 +144,7 @@ typedef struct {
     uint64_t size;            /* bytes of the uncompressed tar stream */
     uint64_t entries;         /* tar entries read */
     uint64_t whiteouts;
-    uint64_t skipped_xattrs;  /* trusted.overlay.* and friends dropped */
+    uint64_t skipped_xattrs; /* trusted.overlay.* and friends dropped */
 } overlay_apply_result_t;
 
 /** Process-wide setup for apply: sets umask 0 so files are created with their

@@ -103,12 +103,16 @@ static int overlay_init(berth_plugin_t *p, berth_error_t **err)
     if (op->sandbox) {
         /* This plugin never runs programs and never mounts (mounts are
          * returned to the caller): deny both, and what else we never need. */
-        static const char *const denied[] = {
-            "execve", "execveat", "mount", "umount2", "pivot_root", "chroot", "ptrace",
-            "process_vm_readv", "process_vm_writev", "setns", "unshare", "fork", "vfork",
-            "move_mount", "open_tree", "fsopen", "fsmount", "fsconfig", "fspick",
-            "mount_setattr", "setuid", "setgid", "setreuid", "setregid", "setresuid",
-            "setresgid", "capset", NULL};
+        static const char *const denied[] = {"execve",    "execveat",         "mount",
+                                             "umount2",   "pivot_root",       "chroot",
+                                             "ptrace",    "process_vm_readv", "process_vm_writev",
+                                             "setns",     "unshare",          "fork",
+                                             "vfork",     "move_mount",       "open_tree",
+                                             "fsopen",    "fsmount",          "fsconfig",
+                                             "fspick",    "mount_setattr",    "setuid",
+                                             "setgid",    "setreuid",         "setregid",
+                                             "setresuid", "setresgid",        "capset",
+                                             NULL};
         if (berth_plugin_sandbox(p, NULL, denied, err) < 0)
             return -1;
     }

@@ -373,7 +373,7 @@ typedef struct {
     struct ino_key {
         dev_t dev;
         ino_t ino;
-    } *seen;
+    } * seen;
     size_t nseen, capseen;
 } usage_ctx_t;
 
@@ -807,8 +807,8 @@ fail:
     return -1;
 }
 
-int overlay_mounts(overlay_store_t *s, const char *id, const char *const *parents,
-                   size_t n_parents, int readonly, overlay_mounts_t *out, berth_error_t **err)
+int overlay_mounts(overlay_store_t *s, const char *id, const char *const *parents, size_t n_parents,
+                   int readonly, overlay_mounts_t *out, berth_error_t **err)
 {
     int fd = open_snap(s, id, err);
     if (fd < 0)
@@ -899,8 +899,9 @@ int overlay_remove(overlay_store_t *s, const char *id, berth_error_t **err)
     if (s->opts.sync_on_commit)
         fsync(s->snapfd);
     if (overlay_rm_rf_at(s->snapfd, tmp, err) < 0)
-        return berth_error_wrap(err, "remove snapshot %s (its files stay in %s/%s and are "
-                                     "retried at the next start)",
+        return berth_error_wrap(err,
+                                "remove snapshot %s (its files stay in %s/%s and are "
+                                "retried at the next start)",
                                 id, s->snapdir, tmp);
     return 0;
 }
@@ -1026,20 +1027,20 @@ static int reconcile_one(overlay_store_t *s, const char *name, void *ud)
     if (strncmp(name, "new-", 4) == 0 || strncmp(name, "rm-", 3) == 0) {
         berth_error_t *e = NULL;
         if (overlay_rm_rf_at(s->snapfd, name, &e) < 0) {
-            berth_log(BERTH_LOG_WARN, "msg=\"cannot remove leftover snapshot dir\" dir=%s err=\"%s\"",
-                      name, e->message);
+            berth_log(BERTH_LOG_WARN,
+                      "msg=\"cannot remove leftover snapshot dir\" dir=%s err=\"%s\"", name,
+                      e->message);
             berth_error_free(&e);
         } else {
-            berth_log(BERTH_LOG_INFO,
-                      "msg=\"removed leftover of an interrupted %s\" dir=%s",
+            berth_log(BERTH_LOG_INFO, "msg=\"removed leftover of an interrupted %s\" dir=%s",
                       name[0] == 'n' ? "prepare" : "remove", name);
             r->removed_tmp++;
         }
         return 0;
     }
     if (!overlay_id_valid(name)) {
-        berth_log(BERTH_LOG_WARN, "msg=\"unknown entry in snapshots dir left alone\" name=\"%.64s\"",
-                  name);
+        berth_log(BERTH_LOG_WARN,
+                  "msg=\"unknown entry in snapshots dir left alone\" name=\"%.64s\"", name);
         r->unknown++;
         return 0;
     }
@@ -1053,8 +1054,9 @@ static int reconcile_one(overlay_store_t *s, const char *name, void *ud)
                                         "." COMMITTED_FILE ".tmp"};
     for (size_t i = 0; i < BERTH_ARRAY_SIZE(temps); i++)
         if (unlinkat(fd, temps[i], 0) == 0)
-            berth_log(BERTH_LOG_INFO, "msg=\"removed temp file of an interrupted write\" id=%s "
-                                      "file=%s",
+            berth_log(BERTH_LOG_INFO,
+                      "msg=\"removed temp file of an interrupted write\" id=%s "
+                      "file=%s",
                       name, temps[i]);
     if (!has_entry(fd, "fs"))
         berth_log(BERTH_LOG_WARN, "msg=\"snapshot has no fs directory\" id=%s", name);

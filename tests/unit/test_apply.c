@@ -105,9 +105,9 @@ static void layer_end(layer_t *l)
 /* ---- fixture ------------------------------------------------------------ */
 
 typedef struct {
-    char dir[64];   /* temp dir */
-    char root[96];  /* dir/root: the extraction root */
-    char out[96];   /* dir/outside: a canary next to the root */
+    char dir[64];  /* temp dir */
+    char root[96]; /* dir/root: the extraction root */
+    char out[96];  /* dir/outside: a canary next to the root */
     int rootfd;
 } fx_t;
 
@@ -256,7 +256,8 @@ static void sha256_file(const char *path, char out[72])
 
 /* ---- tests -------------------------------------------------------------- */
 
-static const unsigned char CAP[20] = {1, 0, 0, 2, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
+static const unsigned char CAP[20] = {1, 0, 0, 2, 0, 0x20, 0, 0, 0, 0,
+                                      0, 0, 0, 0, 0, 0,    0, 0, 0, 0};
 
 static void build_rich(layer_t *l)
 {
@@ -266,24 +267,36 @@ static void build_rich(layer_t *l)
     layer_add(l, &(ent_t){.path = "bin", .type = AE_IFDIR, .uid = 5, .gid = 6, .perm = 0750});
     layer_add(l, &(ent_t){.path = "bin/su", .data = "su", .perm = 04755});
     layer_add(l, &(ent_t){.path = "bin/wall", .data = "w", .perm = 02755, .gid = 5});
-    layer_add(l, &(ent_t){.path = "bin/ping", .data = "ping", .perm = 0755,
-                          .xname = "security.capability", .xval = CAP, .xlen = sizeof(CAP)});
-    layer_add(l, &(ent_t){.path = "bin/busybox", .data = "bbbb", .perm = 0755, .uid = 1000,
-                          .gid = 1001});
+    layer_add(l, &(ent_t){.path = "bin/ping",
+                          .data = "ping",
+                          .perm = 0755,
+                          .xname = "security.capability",
+                          .xval = CAP,
+                          .xlen = sizeof(CAP)});
+    layer_add(
+        l, &(ent_t){.path = "bin/busybox", .data = "bbbb", .perm = 0755, .uid = 1000, .gid = 1001});
     layer_add(l, &(ent_t){.path = "bin/sh", .type = AE_IFLNK, .link = "busybox"});
     layer_add(l, &(ent_t){.path = "bin/ls", .hardlink = "bin/busybox"});
     layer_add(l, &(ent_t){.path = "tmp", .type = AE_IFDIR, .perm = 01777});
-    layer_add(l, &(ent_t){.path = "dev/null", .type = AE_IFCHR, .perm = 0666, .devmaj = 1,
-                          .devmin = 3});
-    layer_add(l, &(ent_t){.path = "dev/sda", .type = AE_IFBLK, .perm = 0660, .devmaj = 8,
-                          .devmin = 0, .gid = 6});
+    layer_add(
+        l, &(ent_t){.path = "dev/null", .type = AE_IFCHR, .perm = 0666, .devmaj = 1, .devmin = 3});
+    layer_add(
+        l,
+        &(ent_t){
+            .path = "dev/sda", .type = AE_IFBLK, .perm = 0660, .devmaj = 8, .devmin = 0, .gid = 6});
     layer_add(l, &(ent_t){.path = "run/fifo", .type = AE_IFIFO, .perm = 0620});
     layer_add(l, &(ent_t){.path = "/abs/file", .data = "abs"});
     layer_add(l, &(ent_t){.path = "x/u", .data = "u", .xname = "user.k", .xval = "v", .xlen = 1});
-    layer_add(l, &(ent_t){.path = "x/o", .data = "o", .xname = "trusted.overlay.opaque",
-                          .xval = "y", .xlen = 1});
-    layer_add(l, &(ent_t){.path = "x/lnk", .type = AE_IFLNK, .link = "/etc/passwd", .uid = 7,
-                          .gid = 8, .mtime = 1234});
+    layer_add(
+        l,
+        &(ent_t){
+            .path = "x/o", .data = "o", .xname = "trusted.overlay.opaque", .xval = "y", .xlen = 1});
+    layer_add(l, &(ent_t){.path = "x/lnk",
+                          .type = AE_IFLNK,
+                          .link = "/etc/passwd",
+                          .uid = 7,
+                          .gid = 8,
+                          .mtime = 1234});
 }
 
 static void test_rich_layer(void **state)
@@ -399,7 +412,7 @@ static void test_whiteouts(void **state)
     layer_add(&l, &(ent_t){.path = "d/keep", .data = "k"});
     layer_add(&l, &(ent_t){.path = "e/.wh.gone"});
     layer_add(&l, &(ent_t){.path = "e/same", .data = "s"});
-    layer_add(&l, &(ent_t){.path = "e/.wh.same"}); /* same layer: entry stays */
+    layer_add(&l, &(ent_t){.path = "e/.wh.same"});   /* same layer: entry stays */
     layer_add(&l, &(ent_t){.path = ".wh..wh.plnk"}); /* AUFS metadata: ignored */
     layer_end(&l);
     overlay_apply_result_t res;
@@ -560,8 +573,14 @@ static void escapes(fx_t *f, bool walk)
     overlay_apply_force_walk = false;
 }
 
-static void test_escapes_openat2(void **state) { escapes(*state, false); }
-static void test_escapes_walker(void **state) { escapes(*state, true); }
+static void test_escapes_openat2(void **state)
+{
+    escapes(*state, false);
+}
+static void test_escapes_walker(void **state)
+{
+    escapes(*state, true);
+}
 
 static void test_limits(void **state)
 {
@@ -658,8 +677,7 @@ static void test_bad_headers(void **state)
     assert_int_equal(err->code, BERTH_E_INVALID_ARGUMENT);
     berth_error_free(&err);
     assert_int_equal(
-        overlay_media_type_parse("application/vnd.docker.image.rootfs.diff.tar.gzip", &c, &err),
-        0);
+        overlay_media_type_parse("application/vnd.docker.image.rootfs.diff.tar.gzip", &c, &err), 0);
     assert_int_equal(c, OVERLAY_COMP_GZIP);
 }
 
@@ -679,8 +697,9 @@ static void test_long_paths(void **state)
     /* a long path through a symlink pointing outside: still confined */
     char target[160];
     snprintf(target, sizeof(target), "%s", f->out);
-    layer_add(&l, &(ent_t){.path = "directory_level_xx/directory_level_xx/esc", .type = AE_IFLNK,
-                          .link = target});
+    layer_add(&l, &(ent_t){.path = "directory_level_xx/directory_level_xx/esc",
+                           .type = AE_IFLNK,
+                           .link = target});
     char *q = malloc(8192);
     int n = sprintf(q, "directory_level_xx/directory_level_xx/esc/");
     while (n < 5000)

@@ -209,8 +209,12 @@ static void test_reconcile(void **state)
     /* base has no children left from the rolled back prepare except c */
     T_FAIL(twrite(t, f_remove, &(S){.ns = "default", .key = "base"}), BERTH_E_FAILED_PRECONDITION,
            "parent");
-    T_OK(twrite(t, f_remove, &(S){.ns = "default", .key = "c"}));
-    T_OK(twrite(t, f_remove, &(S){.ns = "default", .key = "base"}));
+    S rm = {.ns = "default", .key = "c"};
+    T_OK(twrite(t, f_remove, &rm));
+    meta_snap_plan_free(&rm.plan);
+    rm.key = "base";
+    T_OK(twrite(t, f_remove, &rm));
+    meta_snap_plan_free(&rm.plan);
     T_OK(twrite(t, f_reconcile, &r));
     assert_int_equal(r.n, 0);
 }

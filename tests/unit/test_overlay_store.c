@@ -270,8 +270,8 @@ static void test_commit_apply_marker(void **state)
     prep(f, "12", NULL, 0, false, &m);
     overlay_mounts_free(&m);
     assert_int_equal(overlay_apply_snapshot(f->s, "12", "/dev/null",
-                                            "application/vnd.oci.image.layer.v1.tar+gzip", &o,
-                                            &res, &err),
+                                            "application/vnd.oci.image.layer.v1.tar+gzip", &o, &res,
+                                            &err),
                      -1);
     berth_error_free(&err);
     assert_int_equal(overlay_commit(f->s, "12", &u, &err), -1);
@@ -328,8 +328,9 @@ static void test_remove_list_reconcile(void **state)
     /* What a kill -9 leaves: a half-built prepare, a half-done remove, a
      * torn marker write, and junk. */
     char p[PATH_MAX];
-    snprintf(p, sizeof(p), "mkdir -p '%s/snapshots/new-30-aa/fs/x' '%s/snapshots/rm-6-bb/fs/y/z' "
-                           "&& touch '%s/snapshots/7/.apply.tmp' '%s/snapshots/junk'",
+    snprintf(p, sizeof(p),
+             "mkdir -p '%s/snapshots/new-30-aa/fs/x' '%s/snapshots/rm-6-bb/fs/y/z' "
+             "&& touch '%s/snapshots/7/.apply.tmp' '%s/snapshots/junk'",
              f->root, f->root, f->root, f->root);
     assert_int_equal(system(p), 0);
     overlay_reconcile_t r;

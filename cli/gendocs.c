@@ -579,6 +579,22 @@ static void clean_man_dir(const char *dir)
     closedir(d);
 }
 
+static void mkdir_p(const char *dir)
+{
+    char *d = strdup(dir);
+    if (!d)
+        cli_die("out of memory");
+    for (char *s = d + 1; *s; s++)
+        if (*s == '/') {
+            *s = 0;
+            mkdir(d, 0755);
+            *s = '/';
+        }
+    if (mkdir(d, 0755) < 0 && errno != EEXIST)
+        cli_die("cannot create %s: %s", d, strerror(errno));
+    free(d);
+}
+
 /* ---- Markdown -------------------------------------------------------------- */
 
 /* GitHub's heading anchor: lower case, spaces to '-', other punctuation
@@ -608,6 +624,14 @@ static void md_block(FILE *f, const char *text)
 static void write_markdown(const char *path, const capture_t *top, const capture_t *completion,
                            const group_doc_t *gd, size_t ng)
 {
+    const char *slash = strrchr(path, '/');
+    if (slash && slash != path) {
+        char *dir = strndup(path, (size_t)(slash - path));
+        if (!dir)
+            cli_die("out of memory");
+        mkdir_p(dir);
+        free(dir);
+    }
     FILE *f = fopen(path, "w");
     if (!f)
         cli_die("cannot write %s: %s", path, strerror(errno));
@@ -655,22 +679,6 @@ static void write_markdown(const char *path, const capture_t *top, const capture
 }
 
 /* ---- the command ------------------------------------------------------------- */
-
-static void mkdir_p(const char *dir)
-{
-    char *d = strdup(dir);
-    if (!d)
-        cli_die("out of memory");
-    for (char *s = d + 1; *s; s++)
-        if (*s == '/') {
-            *s = 0;
-            mkdir(d, 0755);
-            *s = '/';
-        }
-    if (mkdir(d, 0755) < 0 && errno != EEXIST)
-        cli_die("cannot create %s: %s", d, strerror(errno));
-    free(d);
-}
 
 int cli_gen_docs(int argc, char **argv)
 {

@@ -192,7 +192,7 @@ int main(int argc, char **argv)
             cli_g.address = v;
         } else if ((v = flag_value(argc, argv, &i, "-n", "--namespace"))) {
             if (!*v)
-                cli_die("the namespace must not be empty");
+                cli_die("the namespace must not be empty: give -n NAME (e.g. -n default)");
             cli_g.ns = v;
             cli_ns_explicit = true;
         } else if ((v = flag_value(argc, argv, &i, NULL, "--timeout"))) {

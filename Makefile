@@ -44,7 +44,7 @@ bench: build
 	@for b in bench/bench_*.sh; do echo "== $$b"; bash $$b $(BUILD) || exit 1; done
 
 install: build
-	cmake --install $(BUILD) $(if $(DESTDIR),--prefix $(DESTDIR),)
+	cmake --install $(BUILD)
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')

@@ -91,7 +91,8 @@ int main(int argc, char **argv)
         }
         uint64_t s = now_ns();
         berth_result_t res;
-        if (berth_client_call(c, method, b.buf.data, b.buf.size, 0, NULL, NULL, NULL, &res, &err) < 0) {
+        if (berth_client_call(c, method, b.buf.data, b.buf.size, 0, NULL, NULL, NULL, &res, &err) <
+            0) {
             fprintf(stderr, "bench-meta-client: %s #%zu: %s\n", method, i, err->message);
             return 1;
         }

@@ -145,7 +145,8 @@ static int lease_rm(int argc, char **argv)
 }
 
 static const cli_subcmd_t lease_cmds[] = {
-    {"create", "[--id ID] [-x|--expires DURATION] [KEY=VALUE...]", "Create a lease and print its id",
+    {"create", "[--id ID] [-x|--expires DURATION] [KEY=VALUE...]",
+     "Create a lease and print its id",
      "The lease keeps what is added to it (content, snapshots, ingests) from garbage\n"
      "collection until it is removed or expires. Requests that carry the lease add\n"
      "what they create to it.\n"

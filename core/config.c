@@ -8,6 +8,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 
 #include "core.h"
@@ -22,6 +23,25 @@ typedef struct {
 } int_key_t;
 
 /* Integer keys with their defaults and accepted ranges. */
+/* Where plugins live when the config does not say: an installed berthd
+ * (<prefix>/bin/berthd) finds them in <prefix>/libexec/berth; in a build tree
+ * they sit next to berthd. */
+static char *default_plugin_dir(const char *exe_dir)
+{
+    if (!exe_dir)
+        return strdup("/usr/libexec/berth");
+    char *cand = NULL;
+    if (asprintf(&cand, "%s/../libexec/berth", exe_dir) < 0)
+        return strdup(exe_dir);
+    char *real = realpath(cand, NULL);
+    free(cand);
+    struct stat st;
+    if (real && stat(real, &st) == 0 && S_ISDIR(st.st_mode))
+        return real;
+    free(real);
+    return strdup(exe_dir);
+}
+
 static const int_key_t int_keys[] = {
     {"max_frame", 16 * 1024 * 1024, 4096, 1 << 30},
     {"max_write_queue", 64 * 1024 * 1024, 65536, (json_int_t)1 << 36},
@@ -143,11 +163,6 @@ static const char *kf(const char *fmt, ...)
     vsnprintf(buf, sizeof(buf), fmt, ap);
     va_end(ap);
     return buf;
-}
-
-static char *xstrdup(const char *s)
-{
-    return s ? strdup(s) : NULL;
 }
 
 static int valid_id(const char *s)
@@ -515,7 +530,7 @@ int core_config_build(core_config_t *cfg, const json_t *user, const core_overrid
     if (json_is_string(pd))
         cfg->plugin_dir = strdup(json_string_value(pd));
     else
-        cfg->plugin_dir = xstrdup(exe_dir ? exe_dir : "/usr/libexec/berth");
+        cfg->plugin_dir = default_plugin_dir(exe_dir);
     if (!cfg->plugin_dir)
         return berth_error_set(err, BERTH_E_RESOURCE_EXHAUSTED, "out of memory");
     json_object_set_new(eff, "plugin_dir", json_string(cfg->plugin_dir));

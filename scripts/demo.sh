@@ -36,6 +36,7 @@ if [ -x "$BIN/berth-transfer" ] && [ -x "$BIN/berth-runtime-runc" ]; then
     sh "$SRC/scripts/mk-busybox-oci.sh" "$DIR/image" demo >/dev/null
     b images import --base-name demo/busybox "$DIR/image/busybox.tar"
     b images ls
-    b run --rm demo/busybox:demo greeter echo "Hello from a berth container!"
+    IMG=$("$BIN/berth" -a "$SOCK" images ls -q | head -n1)
+    b run --rm "$IMG" greeter echo "Hello from a berth container!"
 fi
 echo "== stopping berthd"

@@ -70,9 +70,9 @@ int meta_key(meta_key_t *k, berth_error_t **err, size_t n, ...)
     /* LMDB's default key limit is 511 bytes. Names are validated shorter
      * (docs/metadata.md), so this only trips on an internal mistake. */
     if (len > 511)
-        return berth_error_set(err, BERTH_E_INVALID_ARGUMENT,
-                               "name too long for a metadata key (%zu bytes, at most 511 with its namespace)",
-                               len);
+        return berth_error_set(
+            err, BERTH_E_INVALID_ARGUMENT,
+            "name too long for a metadata key (%zu bytes, at most 511 with its namespace)", len);
     va_start(ap, n);
     for (size_t i = 0; i < n; i++) {
         const char *s = va_arg(ap, const char *);
@@ -164,9 +164,9 @@ int meta_decode(meta_tx_t *tx, const MDB_val *v, msgpack_object *o, berth_error_
     size_t off = 0;
     msgpack_unpack_return r = msgpack_unpack(v->mv_data, v->mv_size, &off, tx->zone, o);
     if (r != MSGPACK_UNPACK_SUCCESS || off != v->mv_size || o->type != MSGPACK_OBJECT_MAP)
-        return berth_error_set(err, BERTH_E_INTERNAL,
-                               "metadata record is corrupted (%zu bytes do not hold one msgpack map)",
-                               v->mv_size);
+        return berth_error_set(
+            err, BERTH_E_INTERNAL,
+            "metadata record is corrupted (%zu bytes do not hold one msgpack map)", v->mv_size);
     if (tx->stat)
         tx->stat->decoded++;
     return 0;
@@ -205,7 +205,10 @@ const msgpack_object *meta_map_get(const msgpack_object *map, const char *key)
     return berth_mp_get(map, key);
 }
 
-bool meta_str_eq(const msgpack_object *o, const char *s) { return berth_mp_str_eq(o, s); }
+bool meta_str_eq(const msgpack_object *o, const char *s)
+{
+    return berth_mp_str_eq(o, s);
+}
 
 bool meta_str_copy(const msgpack_object *o, char *buf, size_t size)
 {
@@ -244,9 +247,9 @@ int meta_validate_namespace(const char *name, berth_error_t **err)
         bool mid = c == '.' || c == '_' || c == '-';
         if (alnum || (mid && i > 0 && i < n - 1))
             continue;
-        return berth_error_set(err, BERTH_E_INVALID_ARGUMENT,
-                               "invalid namespace name \"%s\": must match [a-z0-9]([a-z0-9._-]*[a-z0-9])?",
-                               name);
+        return berth_error_set(
+            err, BERTH_E_INVALID_ARGUMENT,
+            "invalid namespace name \"%s\": must match [a-z0-9]([a-z0-9._-]*[a-z0-9])?", name);
     }
     return 0;
 }
@@ -256,9 +259,9 @@ int meta_validate_digest(const char *d, berth_error_t **err)
     if (!d || strncmp(d, "sha256:", 7) != 0) {
         const char *colon = d ? strchr(d, ':') : NULL;
         if (colon && colon != d)
-            return berth_error_set(err, BERTH_E_INVALID_ARGUMENT,
-                                   "unsupported digest algorithm in \"%.100s\": only sha256 is supported",
-                                   d);
+            return berth_error_set(
+                err, BERTH_E_INVALID_ARGUMENT,
+                "unsupported digest algorithm in \"%.100s\": only sha256 is supported", d);
         return berth_error_set(err, BERTH_E_INVALID_ARGUMENT,
                                "invalid digest \"%.100s\": expected sha256:<64 hex digits>",
                                d ? d : "");
@@ -269,8 +272,9 @@ int meta_validate_digest(const char *d, berth_error_t **err)
     for (size_t i = 0; ok && i < n; i++)
         ok = (h[i] >= '0' && h[i] <= '9') || (h[i] >= 'a' && h[i] <= 'f');
     if (!ok)
-        return berth_error_set(err, BERTH_E_INVALID_ARGUMENT,
-                               "invalid digest \"%.100s\": expected sha256:<64 lowercase hex digits>", d);
+        return berth_error_set(
+            err, BERTH_E_INVALID_ARGUMENT,
+            "invalid digest \"%.100s\": expected sha256:<64 lowercase hex digits>", d);
     return 0;
 }
 
@@ -290,8 +294,8 @@ int meta_validate_name(const char *what, const char *s, berth_error_t **err)
     else if (strcmp(what, "container id") == 0 || strcmp(what, "lease id") == 0)
         max = 76;
     if (n > max)
-        return berth_error_set(err, BERTH_E_INVALID_ARGUMENT, "%s is too long (%zu bytes, at most %zu)",
-                               what, n, max);
+        return berth_error_set(err, BERTH_E_INVALID_ARGUMENT,
+                               "%s is too long (%zu bytes, at most %zu)", what, n, max);
     for (size_t i = 0; i < n; i++)
         if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
             return berth_error_set(err, BERTH_E_INVALID_ARGUMENT,
@@ -313,7 +317,8 @@ int meta_validate_name(const char *what, const char *s, berth_error_t **err)
     return 0;
 bad:
     return berth_error_set(err, BERTH_E_INVALID_ARGUMENT,
-                           "invalid %s \"%s\": must match [A-Za-z0-9]+([._-][A-Za-z0-9]+)*", what, s);
+                           "invalid %s \"%s\": must match [A-Za-z0-9]+([._-][A-Za-z0-9]+)*", what,
+                           s);
 }
 
 int meta_validate_labels(const msgpack_object *labels, berth_error_t **err)
@@ -330,16 +335,18 @@ int meta_validate_labels(const msgpack_object *labels, berth_error_t **err)
                                    "labels must be a map of strings to strings");
         if (k->via.str.size == 0)
             return berth_error_set(err, BERTH_E_INVALID_ARGUMENT, "label keys must not be empty");
-        if (memchr(k->via.str.ptr, 0, k->via.str.size) || memchr(v->via.str.ptr, 0, v->via.str.size))
+        if (memchr(k->via.str.ptr, 0, k->via.str.size) ||
+            memchr(v->via.str.ptr, 0, v->via.str.size))
             return berth_error_set(err, BERTH_E_INVALID_ARGUMENT, "label %.*s holds a NUL byte",
                                    (int)(k->via.str.size > 100 ? 100 : k->via.str.size),
                                    k->via.str.ptr);
         size_t l = k->via.str.size + v->via.str.size;
         if (l > META_LABEL_MAX)
-            return berth_error_set(err, BERTH_E_INVALID_ARGUMENT,
-                                   "label %.*s is too long: key and value hold %zu bytes, at most %d",
-                                   (int)(k->via.str.size > 100 ? 100 : k->via.str.size),
-                                   k->via.str.ptr, l, META_LABEL_MAX);
+            return berth_error_set(
+                err, BERTH_E_INVALID_ARGUMENT,
+                "label %.*s is too long: key and value hold %zu bytes, at most %d",
+                (int)(k->via.str.size > 100 ? 100 : k->via.str.size), k->via.str.ptr, l,
+                META_LABEL_MAX);
         for (uint32_t j = 0; j < i; j++) {
             const msgpack_object *k2 = &labels->via.map.ptr[j].key;
             if (k2->via.str.size == k->via.str.size &&
@@ -354,7 +361,8 @@ int meta_validate_labels(const msgpack_object *labels, berth_error_t **err)
     }
     if (total > META_LABELS_TOTAL)
         return berth_error_set(err, BERTH_E_INVALID_ARGUMENT,
-                               "labels hold %zu bytes in total, at most %d", total, META_LABELS_TOTAL);
+                               "labels hold %zu bytes in total, at most %d", total,
+                               META_LABELS_TOTAL);
     return 0;
 }
 
@@ -429,8 +437,12 @@ int meta_parse_rfc3339(const char *s, size_t len, int64_t *out)
     }
     if (i != len)
         return -1;
-    struct tm tm = {.tm_year = Y - 1900, .tm_mon = M - 1, .tm_mday = D, .tm_hour = h,
-                    .tm_min = m, .tm_sec = sec};
+    struct tm tm = {.tm_year = Y - 1900,
+                    .tm_mon = M - 1,
+                    .tm_mday = D,
+                    .tm_hour = h,
+                    .tm_min = m,
+                    .tm_sec = sec};
     int64_t secs = (int64_t)timegm(&tm) - off;
     /* int64 ns reach year 2262: later times saturate (never expire). */
     if (secs >= INT64_MAX / 1000000000LL)
@@ -632,8 +644,7 @@ int meta_tomb_add(meta_tx_t *tx, const char *kind, const char *id, berth_error_t
     return rc;
 }
 
-int meta_tomb_has(meta_tx_t *tx, const char *kind, const char *id, bool *has,
-                  berth_error_t **err)
+int meta_tomb_has(meta_tx_t *tx, const char *kind, const char *id, bool *has, berth_error_t **err)
 {
     _cleanup_key_ meta_key_t k;
     if (meta_key(&k, err, 2, kind, id) < 0)
@@ -669,10 +680,10 @@ static int check_size(meta_db_t *db, berth_error_t **err)
         return berth_error_errno(err, errno, "inspect %s", db->path);
     uint64_t need = ((uint64_t)info.me_last_pgno + 1) * st.ms_psize;
     if ((uint64_t)sb.st_size < need)
-        return berth_error_set(err, BERTH_E_INTERNAL,
-                               "metadata database %s is truncated (%llu bytes, its pages need %llu); %s",
-                               db->path, (unsigned long long)sb.st_size, (unsigned long long)need,
-                               corrupt_advice);
+        return berth_error_set(
+            err, BERTH_E_INTERNAL,
+            "metadata database %s is truncated (%llu bytes, its pages need %llu); %s", db->path,
+            (unsigned long long)sb.st_size, (unsigned long long)need, corrupt_advice);
     return 0;
 }
 
@@ -757,15 +768,16 @@ static int open_schema(meta_db_t *db, bool fresh, berth_error_t **err)
         version = 0;
     } else {
         mdb_txn_abort(txn);
-        return berth_error_set(err, BERTH_E_INTERNAL, "read schema version of %s: %s; %s",
-                               db->path, mdb_strerror(rc), corrupt_advice);
+        return berth_error_set(err, BERTH_E_INTERNAL, "read schema version of %s: %s; %s", db->path,
+                               mdb_strerror(rc), corrupt_advice);
     }
     if (version > META_SCHEMA_VERSION) {
         mdb_txn_abort(txn);
-        return berth_error_set(err, BERTH_E_FAILED_PRECONDITION,
-                               "metadata database %s has schema version %llu, newer than this berth-metadata "
-                               "understands (%d): run a newer berth",
-                               db->path, (unsigned long long)version, META_SCHEMA_VERSION);
+        return berth_error_set(
+            err, BERTH_E_FAILED_PRECONDITION,
+            "metadata database %s has schema version %llu, newer than this berth-metadata "
+            "understands (%d): run a newer berth",
+            db->path, (unsigned long long)version, META_SCHEMA_VERSION);
     }
     for (uint64_t vv = version; vv < META_SCHEMA_VERSION; vv++) {
         if (migrations[vv] && migrations[vv](&tx, err) < 0) {
@@ -796,8 +808,7 @@ static int open_schema(meta_db_t *db, bool fresh, berth_error_t **err)
     return 0;
 }
 
-int meta_db_open(const char *path, const meta_db_opts_t *opts, meta_db_t **out,
-                 berth_error_t **err)
+int meta_db_open(const char *path, const meta_db_opts_t *opts, meta_db_t **out, berth_error_t **err)
 {
     meta_db_opts_t o = opts ? *opts : (meta_db_opts_t){0};
     if (!o.map_size)
@@ -875,7 +886,8 @@ int meta_db_open(const char *path, const meta_db_opts_t *opts, meta_db_t **out,
     }
     if (mdb_env_get_maxkeysize(db->env) < 511) {
         meta_db_close(db);
-        return berth_error_set(err, BERTH_E_INTERNAL, "LMDB was built with keys shorter than 511 bytes");
+        return berth_error_set(err, BERTH_E_INTERNAL,
+                               "LMDB was built with keys shorter than 511 bytes");
     }
     int dead = 0;
     mdb_reader_check(db->env, &dead);
@@ -907,8 +919,14 @@ void meta_db_close(meta_db_t *db)
     free(db);
 }
 
-uint64_t meta_db_map_size(meta_db_t *db) { return db->map_size; }
-unsigned meta_db_growths(meta_db_t *db) { return db->growths; }
+uint64_t meta_db_map_size(meta_db_t *db)
+{
+    return db->map_size;
+}
+unsigned meta_db_growths(meta_db_t *db)
+{
+    return db->growths;
+}
 
 /* ---- transactions ------------------------------------------------------- */
 
@@ -969,9 +987,10 @@ static int grow(meta_db_t *db, berth_error_t **err)
 {
     uint64_t next = db->map_size * 2;
     if (db->map_size >= db->max_map_size)
-        return berth_error_set(err, BERTH_E_RESOURCE_EXHAUSTED,
-                               "metadata database reached its maximum size (%llu MiB, config max_map_size_mb)",
-                               (unsigned long long)(db->max_map_size >> 20));
+        return berth_error_set(
+            err, BERTH_E_RESOURCE_EXHAUSTED,
+            "metadata database reached its maximum size (%llu MiB, config max_map_size_mb)",
+            (unsigned long long)(db->max_map_size >> 20));
     if (next > db->max_map_size)
         next = db->max_map_size;
     pthread_rwlock_wrlock(&db->resize_lock);
@@ -1035,8 +1054,13 @@ static int run_op(meta_db_t *db, MDB_txn *parent, int64_t now, meta_wop_t *op)
     int rc = mdb_txn_begin(db->env, parent, 0, &child);
     if (rc)
         return rc;
-    meta_tx_t tx = {.db = db, .txn = child, .write = true, .now = now, .out = &op->result,
-                    .ev = &op->ev, .lease = op->lease};
+    meta_tx_t tx = {.db = db,
+                    .txn = child,
+                    .write = true,
+                    .now = now,
+                    .out = &op->result,
+                    .ev = &op->ev,
+                    .lease = op->lease};
     bool found = false;
     int r = 0;
     unsigned mode = op->replay_mode ? op->replay_mode : (META_REPLAY_LOOKUP | META_REPLAY_RECORD);
@@ -1115,7 +1139,8 @@ int meta_db_write_batch(meta_db_t *db, meta_wop_t *const *ops, size_t n, uint64_
             berth_error_set(&ops[i]->err, BERTH_E_INTERNAL, "metadata write failed: %s",
                             mdb_strerror(rc));
         }
-        return berth_error_set(err, BERTH_E_INTERNAL, "metadata write failed: %s", mdb_strerror(rc));
+        return berth_error_set(err, BERTH_E_INTERNAL, "metadata write failed: %s",
+                               mdb_strerror(rc));
     }
     return 0;
 }

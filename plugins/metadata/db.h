@@ -22,9 +22,9 @@
 
 /* Limits (docs/metadata.md). */
 #define META_NS_MAX 76
-#define META_LABEL_MAX 4096         /* key + value */
+#define META_LABEL_MAX 4096           /* key + value */
 #define META_LABELS_TOTAL (64 * 1024) /* all labels of one object */
-#define META_NAME_MAX 4096          /* image names, ids, keys, refs */
+#define META_NAME_MAX 4096            /* image names, ids, keys, refs */
 
 /* Label names understood by the gc (docs/gc.md); "containerd.io/" is accepted
  * as a synonym of "berth.io/" for each. */
@@ -85,12 +85,12 @@ typedef struct {
     meta_db_t *db;
     MDB_txn *txn;
     bool write;
-    int64_t now;          /* ns since epoch, fixed for the transaction */
-    int mdb_rc;           /* last LMDB error (MDB_MAP_FULL triggers a retry) */
-    msgpack_zone *zone;   /* decoded values live here until the txn ends */
-    berth_mpbuf_t *out;   /* where result objects are packed (may be NULL) */
-    meta_events_t *ev;    /* where events are appended (may be NULL) */
-    const char *lease;    /* the request's lease: new content/snapshots/ingests join it */
+    int64_t now;                /* ns since epoch, fixed for the transaction */
+    int mdb_rc;                 /* last LMDB error (MDB_MAP_FULL triggers a retry) */
+    msgpack_zone *zone;         /* decoded values live here until the txn ends */
+    berth_mpbuf_t *out;         /* where result objects are packed (may be NULL) */
+    meta_events_t *ev;          /* where events are appended (may be NULL) */
+    const char *lease;          /* the request's lease: new content/snapshots/ingests join it */
     struct meta_txstat_s *stat; /* optional counters (gc) */
 } meta_tx_t;
 
@@ -231,17 +231,16 @@ int meta_container_delete(meta_tx_t *tx, const char *ns, const char *id, berth_e
 /* lease = {id, labels, created_at, expire?} */
 /** id NULL → generated. expire 0 = never; also recorded as the label
  * berth.io/gc.expire (RFC3339), like containerd. */
-int meta_lease_create(meta_tx_t *tx, const char *ns, const char *id,
-                      const msgpack_object *labels, int64_t expire, berth_error_t **err);
+int meta_lease_create(meta_tx_t *tx, const char *ns, const char *id, const msgpack_object *labels,
+                      int64_t expire, berth_error_t **err);
 int meta_lease_list(meta_tx_t *tx, const char *ns, const msgpack_object *filters,
                     berth_error_t **err);
 int meta_lease_delete(meta_tx_t *tx, const char *ns, const char *id, berth_error_t **err);
 int meta_lease_add_resource(meta_tx_t *tx, const char *ns, const char *id, const char *rtype,
                             const char *rid, berth_error_t **err);
-int meta_lease_delete_resource(meta_tx_t *tx, const char *ns, const char *id,
-                               const char *rtype, const char *rid, berth_error_t **err);
-int meta_lease_list_resources(meta_tx_t *tx, const char *ns, const char *id,
-                              berth_error_t **err);
+int meta_lease_delete_resource(meta_tx_t *tx, const char *ns, const char *id, const char *rtype,
+                               const char *rid, berth_error_t **err);
+int meta_lease_list_resources(meta_tx_t *tx, const char *ns, const char *id, berth_error_t **err);
 /** {held: bool}: the lease exists, is unexpired and holds the resource. */
 int meta_lease_check(meta_tx_t *tx, const char *ns, const char *id, const char *rtype,
                      const char *rid, berth_error_t **err);
@@ -258,13 +257,13 @@ size_t meta_replay_prune(meta_tx_t *tx, int64_t before);
  * txn finishes or rolls back. meta_snap_reconcile() settles intents left by a
  * crash. */
 typedef struct {
-    char id[24];      /* backend id */
-    char kind[16];    /* resolve: "active", "view" or "committed" */
-    char **parents;   /* backend ids, nearest first (malloc'd) */
+    char id[24];    /* backend id */
+    char kind[16];  /* resolve: "active", "view" or "committed" */
+    char **parents; /* backend ids, nearest first (malloc'd) */
     size_t n_parents;
     bool readonly;
-    bool exists;      /* prepare: shared/already committed → already_exists */
-    char *tomb;       /* a backend id the caller should remove (then meta_snap_tomb_done) */
+    bool exists; /* prepare: shared/already committed → already_exists */
+    char *tomb;  /* a backend id the caller should remove (then meta_snap_tomb_done) */
 } meta_snap_plan_t;
 void meta_snap_plan_free(meta_snap_plan_t *p);
 
@@ -299,9 +298,8 @@ int meta_snap_remove(meta_tx_t *tx, const char *ns, const char *key, meta_snap_p
                      berth_error_t **err);
 /** {info: {name, parent, kind, labels, created_at, updated_at}} */
 int meta_snap_stat(meta_tx_t *tx, const char *ns, const char *key, berth_error_t **err);
-int meta_snap_update(meta_tx_t *tx, const char *ns, const char *key,
-                     const msgpack_object *labels, const msgpack_object *fields,
-                     berth_error_t **err);
+int meta_snap_update(meta_tx_t *tx, const char *ns, const char *key, const msgpack_object *labels,
+                     const msgpack_object *fields, berth_error_t **err);
 int meta_snap_list(meta_tx_t *tx, const char *ns, const msgpack_object *filters,
                    berth_error_t **err);
 /** Drops the tombstone of a backend snapshot id after the backend removed it. */

@@ -72,7 +72,10 @@ static void skip_ws(parser_t *p)
         p->pos++;
 }
 
-static bool is_field_char(char c) { return isalnum((unsigned char)c) || c == '_'; }
+static bool is_field_char(char c)
+{
+    return isalnum((unsigned char)c) || c == '_';
+}
 
 /* Reads a quoted string starting at p->pos (the quote char q); handles \q,
  * \\ and the usual escapes. */
@@ -96,9 +99,15 @@ static char *scan_quoted(parser_t *p, char q)
             char e = p->s[p->pos + 1];
             p->pos += 2;
             switch (e) {
-            case 'n': out[o++] = '\n'; break;
-            case 't': out[o++] = '\t'; break;
-            case 'r': out[o++] = '\r'; break;
+            case 'n':
+                out[o++] = '\n';
+                break;
+            case 't':
+                out[o++] = '\t';
+                break;
+            case 'r':
+                out[o++] = '\r';
+                break;
             default:
                 /* In a /regex/ keep escapes other than \/ for regcomp. */
                 if (q == '/' && e != '/')
@@ -193,10 +202,18 @@ static int parse_selector(parser_t *p, selector_t *sel)
     }
     if (p->pos + 1 < p->len && p->s[p->pos + 1] == '=') {
         switch (p->s[p->pos]) {
-        case '=': sel->op = OP_EQ; break;
-        case '!': sel->op = OP_NE; break;
-        case '~': sel->op = OP_MATCH; break;
-        default: p->why = "expected operator ==, != or ~="; return -1;
+        case '=':
+            sel->op = OP_EQ;
+            break;
+        case '!':
+            sel->op = OP_NE;
+            break;
+        case '~':
+            sel->op = OP_MATCH;
+            break;
+        default:
+            p->why = "expected operator ==, != or ~=";
+            return -1;
         }
         p->pos += 2;
     } else {
@@ -253,12 +270,11 @@ fail:
     free(c->sel);
     c->sel = NULL;
     c->n = 0;
-    return berth_error_set(err, BERTH_E_INVALID_ARGUMENT, "invalid filter \"%s\": %s at position %zu",
-                           s, p.why, p.pos + 1);
+    return berth_error_set(err, BERTH_E_INVALID_ARGUMENT,
+                           "invalid filter \"%s\": %s at position %zu", s, p.why, p.pos + 1);
 }
 
-int meta_filter_parse(const char *const *strs, size_t n, meta_filter_t **out,
-                      berth_error_t **err)
+int meta_filter_parse(const char *const *strs, size_t n, meta_filter_t **out, berth_error_t **err)
 {
     *out = NULL;
     if (n == 0)
@@ -282,8 +298,7 @@ int meta_filter_parse(const char *const *strs, size_t n, meta_filter_t **out,
     return 0;
 }
 
-int meta_filter_parse_obj(const msgpack_object *filters, meta_filter_t **out,
-                          berth_error_t **err)
+int meta_filter_parse_obj(const msgpack_object *filters, meta_filter_t **out, berth_error_t **err)
 {
     *out = NULL;
     if (!filters || filters->type == MSGPACK_OBJECT_NIL)
@@ -293,7 +308,8 @@ int meta_filter_parse_obj(const msgpack_object *filters, meta_filter_t **out,
                                "parameter filters must be an array of strings");
     size_t n = filters->via.array.size;
     if (n > 256)
-        return berth_error_set(err, BERTH_E_INVALID_ARGUMENT, "too many filters (%zu, at most 256)", n);
+        return berth_error_set(err, BERTH_E_INVALID_ARGUMENT, "too many filters (%zu, at most 256)",
+                               n);
     char **strs = calloc(n ? n : 1, sizeof(char *));
     if (!strs)
         return berth_error_set(err, BERTH_E_RESOURCE_EXHAUSTED, "out of memory");

@@ -79,8 +79,7 @@ static int rehash(graph_t *g)
 }
 
 /* Interns "kind SEP ns SEP id" and returns its index (or -1 on OOM). */
-static int64_t intern(graph_t *g, char kind, const char *ns, size_t nsl, const char *id,
-                      size_t idl)
+static int64_t intern(graph_t *g, char kind, const char *ns, size_t nsl, const char *id, size_t idl)
 {
     char stack[600];
     size_t len = 1 + 1 + nsl + 1 + idl;
@@ -306,15 +305,13 @@ static int content_cb(meta_tx_t *tx, graph_t *g, const MDB_val *k, const MDB_val
     if (!memmem(v->mv_data, v->mv_size, "/gc.", 4))
         return 0;
     msgpack_object o;
-    if (meta_decode(tx, v, &o, NULL) < 0 ||
-        label_refs(g, n, ns, nsl, berth_mp_get(&o, "labels")))
+    if (meta_decode(tx, v, &o, NULL) < 0 || label_refs(g, n, ns, nsl, berth_mp_get(&o, "labels")))
         mark(g, n, false);
     return 0;
 }
 
 static int snap_cb(meta_tx_t *tx, graph_t *g, const MDB_val *k, const MDB_val *v,
-                   const msgpack_object *o,
-                   void *data)
+                   const msgpack_object *o, void *data)
 {
     const char *ns, *id;
     size_t nsl, idl;
@@ -339,8 +336,7 @@ static int snap_cb(meta_tx_t *tx, graph_t *g, const MDB_val *k, const MDB_val *v
 }
 
 static int image_cb(meta_tx_t *tx, graph_t *g, const MDB_val *k, const MDB_val *v,
-                   const msgpack_object *o,
-                    void *data)
+                    const msgpack_object *o, void *data)
 {
     const char *ns, *id;
     size_t nsl, idl;
@@ -363,8 +359,7 @@ static int image_cb(meta_tx_t *tx, graph_t *g, const MDB_val *k, const MDB_val *
 }
 
 static int container_cb(meta_tx_t *tx, graph_t *g, const MDB_val *k, const MDB_val *v,
-                   const msgpack_object *o,
-                        void *data)
+                        const msgpack_object *o, void *data)
 {
     const char *ns, *id;
     size_t nsl, idl;
@@ -385,8 +380,7 @@ typedef struct {
 } leases_t;
 
 static int lease_cb(meta_tx_t *tx, graph_t *g, const MDB_val *k, const MDB_val *v,
-                   const msgpack_object *o,
-                    void *data)
+                    const msgpack_object *o, void *data)
 {
     leases_t *l = data;
     if (o->type != MSGPACK_OBJECT_MAP || meta_lease_expired(o, tx->now))
@@ -445,8 +439,7 @@ static int lease_find(const leases_t *l, const char *key)
 }
 
 static int lease_res_cb(meta_tx_t *tx, graph_t *g, const MDB_val *k, const MDB_val *v,
-                   const msgpack_object *o,
-                        void *data)
+                        const msgpack_object *o, void *data)
 {
     leases_t *l = data;
     size_t nsl, idl, tl;
@@ -546,8 +539,7 @@ static void set_free(strset_t *s)
 }
 
 static int ingest_cb(meta_tx_t *tx, graph_t *g, const MDB_val *k, const MDB_val *v,
-                   const msgpack_object *o,
-                     void *data)
+                     const msgpack_object *o, void *data)
 {
     strset_t *keep = data;
     const char *ns, *id;
@@ -577,8 +569,7 @@ static void pack_strv(msgpack_packer *pk, char **v, size_t n)
         berth_mp_pack_str(pk, v[i]);
 }
 
-int meta_gc_collect(meta_tx_t *tx, int64_t replay_before, meta_gc_stats_t *st,
-                    berth_error_t **err)
+int meta_gc_collect(meta_tx_t *tx, int64_t replay_before, meta_gc_stats_t *st, berth_error_t **err)
 {
     meta_gc_stats_t local;
     if (!st)
@@ -732,7 +723,8 @@ int meta_gc_collect(meta_tx_t *tx, int64_t replay_before, meta_gc_stats_t *st,
             if (has)
                 continue;
             _cleanup_key_ meta_key_t bk;
-            if (meta_key(&bk, err, 1, ids.v[i]) < 0 || meta_del(tx, DBI_SNAP_BACKEND, &bk, err) < 0 ||
+            if (meta_key(&bk, err, 1, ids.v[i]) < 0 ||
+                meta_del(tx, DBI_SNAP_BACKEND, &bk, err) < 0 ||
                 meta_tomb_add(tx, "snapshot", ids.v[i], err) < 0)
                 rc = -1;
             else
@@ -797,7 +789,8 @@ static int strs_each(const msgpack_object *arr, const char *what, berth_error_t 
     if (!arr || arr->type == MSGPACK_OBJECT_NIL)
         return 0;
     if (arr->type != MSGPACK_OBJECT_ARRAY)
-        return berth_error_set(err, BERTH_E_INVALID_ARGUMENT, "%s must be an array of strings", what);
+        return berth_error_set(err, BERTH_E_INVALID_ARGUMENT, "%s must be an array of strings",
+                               what);
     for (uint32_t i = 0; i < arr->via.array.size; i++) {
         const msgpack_object *o = &arr->via.array.ptr[i];
         if (o->type != MSGPACK_OBJECT_STR || o->via.str.size == 0 || o->via.str.size > 255 ||
@@ -831,8 +824,8 @@ int meta_gc_done(meta_tx_t *tx, const msgpack_object *content, const msgpack_obj
     return 0;
 }
 
-int meta_gc_orphans(meta_tx_t *tx, const msgpack_object *content,
-                    const msgpack_object *snapshots, berth_error_t **err)
+int meta_gc_orphans(meta_tx_t *tx, const msgpack_object *content, const msgpack_object *snapshots,
+                    berth_error_t **err)
 {
     if (strs_each(content, "content", err) < 0 || strs_each(snapshots, "snapshots", err) < 0)
         return -1;

@@ -23,8 +23,7 @@ typedef struct {
  * `content`/`snapshots` are every tombstone not yet confirmed, so a gc that
  * crashed before gc_done gets them again. Replay records older than
  * replay_before are pruned. */
-int meta_gc_collect(meta_tx_t *tx, int64_t replay_before, meta_gc_stats_t *st,
-                    berth_error_t **err);
+int meta_gc_collect(meta_tx_t *tx, int64_t replay_before, meta_gc_stats_t *st, berth_error_t **err);
 /** Drops tombstones the backends confirmed deleted. Result {}. */
 int meta_gc_done(meta_tx_t *tx, const msgpack_object *content, const msgpack_object *snapshots,
                  berth_error_t **err);
@@ -32,5 +31,5 @@ int meta_gc_done(meta_tx_t *tx, const msgpack_object *content, const msgpack_obj
  * (and not expected by an ingest) are tombstoned in tx (a write
  * transaction, so a racing commit fails `aborted`) and returned:
  * {content: [...], snapshots: [...]}. */
-int meta_gc_orphans(meta_tx_t *tx, const msgpack_object *content,
-                    const msgpack_object *snapshots, berth_error_t **err);
+int meta_gc_orphans(meta_tx_t *tx, const msgpack_object *content, const msgpack_object *snapshots,
+                    berth_error_t **err);

@@ -152,7 +152,8 @@ static void kick(meta_plugin_t *mp)
         mp->busy = false;
         for (size_t i = 0; i < mp->batch_n; i++) {
             meta_job_t *j = mp->batch[i];
-            berth_error_set(&j->op.err, BERTH_E_INTERNAL, "queue metadata write: %s", uv_strerror(rc));
+            berth_error_set(&j->op.err, BERTH_E_INTERNAL, "queue metadata write: %s",
+                            uv_strerror(rc));
             if (j->done)
                 j->done(j);
             else
@@ -212,8 +213,8 @@ void meta_read_reply(meta_plugin_t *mp, berth_req_t *req, meta_write_fn fn, meta
     meta_job_free(args);
 }
 
-int meta_param_str(berth_req_t *req, const msgpack_object *params, const char *key,
-                   bool required, char **out)
+int meta_param_str(berth_req_t *req, const msgpack_object *params, const char *key, bool required,
+                   char **out)
 {
     berth_error_t *err = NULL;
     *out = NULL;
@@ -280,7 +281,8 @@ static void sync_gc_done(berth_call_t *c, const berth_error_t *err, const msgpac
     if (err && err->code != BERTH_E_UNIMPLEMENTED) {
         berth_error_free(&j->op.err);
         berth_error_set(&j->op.err, err->code,
-                        "deleted, but the garbage collection it waited for failed: %s", err->message);
+                        "deleted, but the garbage collection it waited for failed: %s",
+                        err->message);
     } else if (err) {
         berth_log(BERTH_LOG_INFO, "msg=\"no gc plugin: --sync has nothing to wait for\"");
     }
@@ -439,7 +441,8 @@ FN(r_ingest_list, meta_ingest_list(tx, j->ns, err))
 
 static void h_ingest_begin(berth_req_t *req, const msgpack_object *params)
 {
-    meta_job_t *j = job3(berth_req_plugin(req), req, params, "ref", true, "expected", false, NULL, 0);
+    meta_job_t *j =
+        job3(berth_req_plugin(req), req, params, "ref", true, "expected", false, NULL, 0);
     if (j)
         meta_job_write(j, w_ingest_begin, NULL);
 }
@@ -709,6 +712,15 @@ static void h_gc_done(berth_req_t *req, const msgpack_object *params)
     meta_job_write(j, w_gc_done, NULL);
 }
 
+static void gc_orphans_done(meta_job_t *j)
+{
+    berth_log(BERTH_LOG_DEBUG, "msg=\"gc orphans checked\" content=%u snapshots=%u err=\"%s\"",
+              j->o1 && j->o1->type == MSGPACK_OBJECT_ARRAY ? j->o1->via.array.size : 0,
+              j->o2 && j->o2->type == MSGPACK_OBJECT_ARRAY ? j->o2->via.array.size : 0,
+              j->op.err ? j->op.err->message : "");
+    meta_job_finish(j);
+}
+
 static void h_gc_orphans(berth_req_t *req, const msgpack_object *params)
 {
     meta_job_t *j = job3(berth_req_plugin(req), req, params, NULL, 0, NULL, 0, NULL, 0);
@@ -717,15 +729,27 @@ static void h_gc_orphans(berth_req_t *req, const msgpack_object *params)
     j->o1 = param_obj(params, "content");
     j->o2 = param_obj(params, "snapshots");
     j->no_replay = true;
-    meta_job_write(j, w_gc_orphans, NULL);
+    meta_job_write(j, w_gc_orphans, gc_orphans_done);
 }
 
 /* ---- method table --------------------------------------------------------------- */
 
-#define PUB(n, cb) {n, cb, 0, NULL}
-#define PUB_IDEM(n, cb) {n, cb, BERTH_METHOD_IDEMPOTENT, NULL}
-#define INT(n, cb, callers) {n, cb, BERTH_METHOD_INTERNAL, callers}
-#define INT_IDEM(n, cb, callers) {n, cb, BERTH_METHOD_INTERNAL | BERTH_METHOD_IDEMPOTENT, callers}
+#define PUB(n, cb)                                                                                 \
+    {                                                                                              \
+        n, cb, 0, NULL                                                                             \
+    }
+#define PUB_IDEM(n, cb)                                                                            \
+    {                                                                                              \
+        n, cb, BERTH_METHOD_IDEMPOTENT, NULL                                                       \
+    }
+#define INT(n, cb, callers)                                                                        \
+    {                                                                                              \
+        n, cb, BERTH_METHOD_INTERNAL, callers                                                      \
+    }
+#define INT_IDEM(n, cb, callers)                                                                   \
+    {                                                                                              \
+        n, cb, BERTH_METHOD_INTERNAL | BERTH_METHOD_IDEMPOTENT, callers                            \
+    }
 
 const berth_method_t meta_methods[] = {
     PUB("namespaces.create", h_ns_create),

@@ -30,9 +30,9 @@ struct meta_job_s {
     berth_mpbuf_t extra; /* e.g. the backend's result to record */
     berth_error_t *backend_err;
     meta_wop_t op;
-    meta_job_cb done;  /* runs on the loop after commit; NULL = reply + publish */
-    bool solo;         /* run in a batch of its own (gc: measure the lock) */
-    bool no_replay;    /* never answered from / recorded in the replay table */
+    meta_job_cb done;     /* runs on the loop after commit; NULL = reply + publish */
+    bool solo;            /* run in a batch of its own (gc: measure the lock) */
+    bool no_replay;       /* never answered from / recorded in the replay table */
     unsigned replay_mode; /* META_REPLAY_* for the next write (0 = both) */
     uint64_t held_ms;
     meta_job_t *next;
@@ -74,13 +74,12 @@ void meta_read_reply(meta_plugin_t *mp, berth_req_t *req, meta_write_fn fn, meta
 
 /** Copies a string param; required → invalid_argument when absent. Returns
  * -1 (request failed) on error. */
-int meta_param_str(berth_req_t *req, const msgpack_object *params, const char *key,
-                   bool required, char **out);
+int meta_param_str(berth_req_t *req, const msgpack_object *params, const char *key, bool required,
+                   char **out);
 
 /** Asks the backend to remove a tombstoned snapshot id, then drops the
  * tombstone; `then` (may be NULL) runs on the loop when done either way. */
-void meta_backend_remove(meta_plugin_t *mp, const char *id, void (*then)(void *data),
-                         void *data);
+void meta_backend_remove(meta_plugin_t *mp, const char *id, void (*then)(void *data), void *data);
 
 extern const berth_method_t meta_methods[];
 extern const size_t meta_n_methods;

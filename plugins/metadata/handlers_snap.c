@@ -41,7 +41,8 @@ static int backend_call(meta_job_t *j, const char *method, bool with_chain, uint
             berth_mp_kv_str(&b.pk, "lease", berth_req_lease(j->req));
     }
     berth_error_t *err = NULL;
-    berth_call_t *c = berth_call(j->mp->p, method, b.buf.data, b.buf.size, timeout, cb, NULL, j, &err);
+    berth_call_t *c =
+        berth_call(j->mp->p, method, b.buf.data, b.buf.size, timeout, cb, NULL, j, &err);
     berth_mpbuf_destroy(&b);
     if (!c) {
         j->backend_err = err;
@@ -110,8 +111,7 @@ static void removed_cb(berth_call_t *c, const berth_error_t *err, const msgpack_
     free(r);
 }
 
-void meta_backend_remove(meta_plugin_t *mp, const char *id, void (*then)(void *data),
-                         void *data)
+void meta_backend_remove(meta_plugin_t *mp, const char *id, void (*then)(void *data), void *data)
 {
     rm_t *r = calloc(1, sizeof(*r));
     char *copy = strdup(id);
@@ -130,8 +130,9 @@ void meta_backend_remove(meta_plugin_t *mp, const char *id, void (*then)(void *d
     berth_error_t *err = NULL;
     if (!berth_call(mp->p, "overlayfs.remove", b.buf.data, b.buf.size, mp->backend_timeout_ms,
                     removed_cb, NULL, r, &err)) {
-        berth_log(BERTH_LOG_WARN, "msg=\"cannot ask the backend to remove a snapshot\" id=%s err=\"%s\"",
-                  id, err ? err->message : "");
+        berth_log(BERTH_LOG_WARN,
+                  "msg=\"cannot ask the backend to remove a snapshot\" id=%s err=\"%s\"", id,
+                  err ? err->message : "");
         berth_error_free(&err);
         free(r->id);
         free(r);
@@ -207,7 +208,8 @@ static void prep_begun(meta_job_t *j)
         const msgpack_object *ref = berth_mp_get(j->o1, META_LABEL_SNAPSHOT_REF);
         if (!ref)
             ref = berth_mp_get(j->o1, "containerd.io/snapshot.ref");
-        berth_req_failf(j->req, BERTH_E_ALREADY_EXISTS, "snapshot %.*s already exists in namespace %s",
+        berth_req_failf(j->req, BERTH_E_ALREADY_EXISTS,
+                        "snapshot %.*s already exists in namespace %s",
                         ref ? (int)ref->via.str.size : 0, ref ? ref->via.str.ptr : "", j->ns);
         j->req = NULL;
         meta_job_free(j);
@@ -298,8 +300,8 @@ static void commit_begun(meta_job_t *j)
     }
     /* The intent's id is where the backend commits; keep it (plan is reset
      * by commit_end). */
-    if (backend_call(j, "overlayfs.commit", false, call_timeout(j, j->mp->backend_timeout_ms),
-                     NULL, commit_called) < 0) {
+    if (backend_call(j, "overlayfs.commit", false, call_timeout(j, j->mp->backend_timeout_ms), NULL,
+                     commit_called) < 0) {
         j->no_replay = true;
         meta_job_write(j, w_commit_end, commit_ended);
     }
@@ -330,7 +332,10 @@ static int w_remove(meta_tx_t *tx, void *a_, berth_error_t **err)
     return meta_snap_remove(tx, j->ns, j->s1, &j->plan, err);
 }
 
-static void remove_finished(void *data) { meta_job_finish(data); }
+static void remove_finished(void *data)
+{
+    meta_job_finish(data);
+}
 
 static void removed(meta_job_t *j)
 {
@@ -435,13 +440,14 @@ static int resolve(meta_job_t *j, const char *digest)
             msgpack_object o;
             size_t off = 0;
             bool exists = false;
-            if (z && msgpack_unpack(out.buf.data, out.buf.size, &off, z, &o) == MSGPACK_UNPACK_SUCCESS)
+            if (z &&
+                msgpack_unpack(out.buf.data, out.buf.size, &off, z, &o) == MSGPACK_UNPACK_SUCCESS)
                 berth_mp_get_bool(&o, "exists", &exists, NULL);
             if (z)
                 msgpack_zone_free(z);
             if (!exists)
-                rc = berth_error_set(&err, BERTH_E_NOT_FOUND, "content %s not found in namespace %s",
-                                     digest, j->ns);
+                rc = berth_error_set(&err, BERTH_E_NOT_FOUND,
+                                     "content %s not found in namespace %s", digest, j->ns);
         }
         berth_mpbuf_destroy(&out);
     }
@@ -549,19 +555,20 @@ static void h_apply(berth_req_t *req, const msgpack_object *params)
         fail_backend(j);
 }
 
-#define PUB(n, cb) {n, cb, 0, NULL}
-#define PUB_IDEM(n, cb) {n, cb, BERTH_METHOD_IDEMPOTENT, NULL}
+#define PUB(n, cb)                                                                                 \
+    {                                                                                              \
+        n, cb, 0, NULL                                                                             \
+    }
+#define PUB_IDEM(n, cb)                                                                            \
+    {                                                                                              \
+        n, cb, BERTH_METHOD_IDEMPOTENT, NULL                                                       \
+    }
 
 const berth_method_t meta_snap_methods[] = {
-    PUB("snapshots.prepare", h_prepare),
-    PUB("snapshots.view", h_view),
-    PUB("snapshots.commit", h_commit),
-    PUB_IDEM("snapshots.mounts", h_mounts),
-    PUB_IDEM("snapshots.stat", h_stat),
-    PUB("snapshots.update", h_update),
-    PUB_IDEM("snapshots.list", h_list),
-    PUB_IDEM("snapshots.usage", h_usage),
-    PUB("snapshots.remove", h_remove),
-    PUB("diff.apply", h_apply),
+    PUB("snapshots.prepare", h_prepare), PUB("snapshots.view", h_view),
+    PUB("snapshots.commit", h_commit),   PUB_IDEM("snapshots.mounts", h_mounts),
+    PUB_IDEM("snapshots.stat", h_stat),  PUB("snapshots.update", h_update),
+    PUB_IDEM("snapshots.list", h_list),  PUB_IDEM("snapshots.usage", h_usage),
+    PUB("snapshots.remove", h_remove),   PUB("diff.apply", h_apply),
 };
 const size_t meta_n_snap_methods = BERTH_ARRAY_SIZE(meta_snap_methods);

@@ -102,8 +102,7 @@ int64_t meta_obj_i64(const msgpack_object *o);
 
 /** Tombstones. kind is "content" or "snapshot". */
 int meta_tomb_add(meta_tx_t *tx, const char *kind, const char *id, berth_error_t **err);
-int meta_tomb_has(meta_tx_t *tx, const char *kind, const char *id, bool *has,
-                  berth_error_t **err);
+int meta_tomb_has(meta_tx_t *tx, const char *kind, const char *id, bool *has, berth_error_t **err);
 int meta_tomb_del(meta_tx_t *tx, const char *kind, const char *id, berth_error_t **err);
 
 /** Adds a resource to tx->lease in ns (no-op when tx->lease is NULL). */

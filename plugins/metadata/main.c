@@ -10,7 +10,10 @@
 
 static meta_plugin_t g_meta;
 
-meta_plugin_t *meta_plugin_get(berth_plugin_t *p) { return berth_plugin_data(p); }
+meta_plugin_t *meta_plugin_get(berth_plugin_t *p)
+{
+    return berth_plugin_data(p);
+}
 
 static const struct {
     const char *key;
@@ -43,8 +46,7 @@ static int load_config(meta_plugin_t *mp, const msgpack_object *cfg, berth_error
             if (v[at] < config_keys[at].min || v[at] > config_keys[at].max)
                 return berth_error_set(err, BERTH_E_INVALID_ARGUMENT,
                                        "metadata config %s must be between %llu and %llu",
-                                       config_keys[at].key,
-                                       (unsigned long long)config_keys[at].min,
+                                       config_keys[at].key, (unsigned long long)config_keys[at].min,
                                        (unsigned long long)config_keys[at].max);
         }
     }
@@ -106,7 +108,8 @@ static int meta_init(berth_plugin_t *p, berth_error_t **err)
         meta_backend_remove(mp, ids[i], NULL, NULL);
     meta_strv_free(ids, n);
     berth_log(BERTH_LOG_INFO,
-              "msg=\"metadata ready\" path=%s map_mb=%llu replays_pruned=%zu pending_snapshot_removals=%zu",
+              "msg=\"metadata ready\" path=%s map_mb=%llu replays_pruned=%zu "
+              "pending_snapshot_removals=%zu",
               path, (unsigned long long)(meta_db_map_size(mp->db) >> 20), s.pruned, n);
     return 0;
 }

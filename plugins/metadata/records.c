@@ -42,8 +42,7 @@ static void out_empty(meta_tx_t *tx)
         msgpack_pack_map(&tx->out->pk, 0);
 }
 
-static void event1(meta_tx_t *tx, const char *topic, const char *ns, const char *k,
-                   const char *v)
+static void event1(meta_tx_t *tx, const char *topic, const char *ns, const char *k, const char *v)
 {
     if (!tx->ev)
         return;
@@ -144,8 +143,8 @@ static int get_rec(meta_tx_t *tx, int dbi, const char *ns, const char *name, MDB
     return 0;
 }
 
-static int put_rec(meta_tx_t *tx, int dbi, const char *ns, const char *name,
-                   const berth_mpbuf_t *b, berth_error_t **err)
+static int put_rec(meta_tx_t *tx, int dbi, const char *ns, const char *name, const berth_mpbuf_t *b,
+                   berth_error_t **err)
 {
     _cleanup_key_ meta_key_t k;
     if ((ns ? meta_key(&k, err, 2, ns, name) : meta_key(&k, err, 1, name)) < 0)
@@ -153,8 +152,7 @@ static int put_rec(meta_tx_t *tx, int dbi, const char *ns, const char *name,
     return meta_put(tx, dbi, &k, b->buf.data, b->buf.size, 0, err);
 }
 
-static int del_rec(meta_tx_t *tx, int dbi, const char *ns, const char *name,
-                   berth_error_t **err)
+static int del_rec(meta_tx_t *tx, int dbi, const char *ns, const char *name, berth_error_t **err)
 {
     _cleanup_key_ meta_key_t k;
     if ((ns ? meta_key(&k, err, 2, ns, name) : meta_key(&k, err, 1, name)) < 0)
@@ -360,9 +358,9 @@ int meta_ns_delete(meta_tx_t *tx, const char *name, berth_error_t **err)
     static const struct {
         int dbi;
         const char *what;
-    } kinds[] = {{DBI_IMAGES, "images"},       {DBI_CONTAINERS, "containers"},
-                 {DBI_CONTENT, "content"},     {DBI_SNAPS, "snapshots"},
-                 {DBI_LEASES, "leases"},       {DBI_INGESTS, "ingests"}};
+    } kinds[] = {{DBI_IMAGES, "images"},   {DBI_CONTAINERS, "containers"},
+                 {DBI_CONTENT, "content"}, {DBI_SNAPS, "snapshots"},
+                 {DBI_LEASES, "leases"},   {DBI_INGESTS, "ingests"}};
     _cleanup_key_ meta_key_t pre;
     if (meta_key(&pre, err, 2, name, "") < 0)
         return -1;
@@ -399,9 +397,9 @@ int meta_validate_resource(const char *rtype, const char *rid, berth_error_t **e
         return meta_validate_name("snapshot key", rid, err);
     if (strcmp(rtype, "ingests") == 0)
         return meta_validate_name("ingest ref", rid, err);
-    return berth_error_set(err, BERTH_E_INVALID_ARGUMENT,
-                           "unknown resource type \"%.60s\": expected content, snapshots/overlayfs or ingests",
-                           rtype);
+    return berth_error_set(
+        err, BERTH_E_INVALID_ARGUMENT,
+        "unknown resource type \"%.60s\": expected content, snapshots/overlayfs or ingests", rtype);
 }
 
 bool meta_lease_expired(const msgpack_object *lease, int64_t now)
@@ -438,9 +436,9 @@ static int res_put(meta_tx_t *tx, const char *ns, const char *id, const char *rt
         if (meta_tomb_has(tx, "content", rid, &tomb, err) < 0)
             return -1;
         if (tomb)
-            return berth_error_set(err, BERTH_E_ABORTED,
-                                   "blob %s is being deleted by garbage collection; retry once it is gone",
-                                   rid);
+            return berth_error_set(
+                err, BERTH_E_ABORTED,
+                "blob %s is being deleted by garbage collection; retry once it is gone", rid);
     }
     _cleanup_key_ meta_key_t k;
     if (meta_key(&k, err, 4, ns, id, rtype, rid) < 0)
@@ -460,8 +458,8 @@ int meta_lease_join(meta_tx_t *tx, const char *ns, const char *rtype, const char
     return res_put(tx, ns, tx->lease, rtype, rid, err);
 }
 
-int meta_lease_create(meta_tx_t *tx, const char *ns, const char *id,
-                      const msgpack_object *labels, int64_t expire, berth_error_t **err)
+int meta_lease_create(meta_tx_t *tx, const char *ns, const char *id, const msgpack_object *labels,
+                      int64_t expire, berth_error_t **err)
 {
     char gen[40];
     if (id && meta_validate_name("lease id", id, err) < 0)
@@ -569,7 +567,8 @@ int meta_lease_delete(meta_tx_t *tx, const char *ns, const char *id, berth_error
     if (del_rec(tx, DBI_LEASES, ns, id, err) < 0)
         return -1;
     _cleanup_key_ meta_key_t pre;
-    if (meta_key(&pre, err, 3, ns, id, "") < 0 || del_prefix(tx, DBI_LEASE_RES, &pre, NULL, err) < 0)
+    if (meta_key(&pre, err, 3, ns, id, "") < 0 ||
+        del_prefix(tx, DBI_LEASE_RES, &pre, NULL, err) < 0)
         return -1;
     out_empty(tx);
     event1(tx, "/leases/delete", ns, "id", id);
@@ -589,8 +588,8 @@ int meta_lease_add_resource(meta_tx_t *tx, const char *ns, const char *id, const
     return 0;
 }
 
-int meta_lease_delete_resource(meta_tx_t *tx, const char *ns, const char *id,
-                               const char *rtype, const char *rid, berth_error_t **err)
+int meta_lease_delete_resource(meta_tx_t *tx, const char *ns, const char *id, const char *rtype,
+                               const char *rid, berth_error_t **err)
 {
     if (meta_validate_namespace(ns, err) < 0 || meta_validate_name("lease id", id, err) < 0 ||
         meta_validate_resource(rtype, rid, err) < 0 || need_write(tx, err) < 0)
@@ -629,8 +628,7 @@ static int res_cb(meta_tx_t *tx, const MDB_val *k, const MDB_val *v, void *data,
     return 0;
 }
 
-int meta_lease_list_resources(meta_tx_t *tx, const char *ns, const char *id,
-                              berth_error_t **err)
+int meta_lease_list_resources(meta_tx_t *tx, const char *ns, const char *id, berth_error_t **err)
 {
     if (meta_validate_namespace(ns, err) < 0 || meta_validate_name("lease id", id, err) < 0)
         return -1;
@@ -719,9 +717,9 @@ int meta_content_commit(meta_tx_t *tx, const char *ns, const char *digest, uint6
     if (meta_tomb_has(tx, "content", digest, &tomb, err) < 0)
         return -1;
     if (tomb)
-        return berth_error_set(err, BERTH_E_ABORTED,
-                               "blob %s is being deleted by garbage collection; retry once it is gone",
-                               digest);
+        return berth_error_set(
+            err, BERTH_E_ABORTED,
+            "blob %s is being deleted by garbage collection; retry once it is gone", digest);
     MDB_val v;
     msgpack_object old;
     int rc = get_rec(tx, DBI_CONTENT, ns, digest, &v, &old, err);
@@ -885,9 +883,9 @@ int meta_ingest_begin(meta_tx_t *tx, const char *ns, const char *ref, const char
         if (meta_tomb_has(tx, "content", expected, &tomb, err) < 0)
             return -1;
         if (tomb)
-            return berth_error_set(err, BERTH_E_ABORTED,
-                                   "blob %s is being deleted by garbage collection; retry once it is gone",
-                                   expected);
+            return berth_error_set(
+                err, BERTH_E_ABORTED,
+                "blob %s is being deleted by garbage collection; retry once it is gone", expected);
     }
     MDB_val v;
     msgpack_object old;
@@ -1002,8 +1000,7 @@ static int pack_desc(msgpack_packer *pk, const msgpack_object *d, const char *wh
     return 0;
 }
 
-static int target_not_tombstoned(meta_tx_t *tx, const msgpack_object *target,
-                                 berth_error_t **err)
+static int target_not_tombstoned(meta_tx_t *tx, const msgpack_object *target, berth_error_t **err)
 {
     char dg[128];
     if (!meta_str_copy(berth_mp_get(target, "digest"), dg, sizeof(dg)))
@@ -1048,7 +1045,8 @@ static void image_event(meta_tx_t *tx, const char *topic, const char *ns, const 
         msgpack_object o;
         msgpack_zone *z = msgpack_zone_new(1024);
         size_t off = 0;
-        if (z && msgpack_unpack(rec->buf.data, rec->buf.size, &off, z, &o) == MSGPACK_UNPACK_SUCCESS)
+        if (z &&
+            msgpack_unpack(rec->buf.data, rec->buf.size, &off, z, &o) == MSGPACK_UNPACK_SUCCESS)
             meta_pack_labels(&e.pk, berth_mp_get(&o, "labels"));
         else
             msgpack_pack_map(&e.pk, 0);
@@ -1090,8 +1088,8 @@ int meta_image_create(meta_tx_t *tx, const char *ns, const msgpack_object *image
     if (rc == 0) {
         rc = get_rec(tx, DBI_IMAGES, ns, name, &v, NULL, err);
         if (rc == 0)
-            rc = berth_error_set(err, BERTH_E_ALREADY_EXISTS, "image %s already exists in namespace %s",
-                                 name, ns);
+            rc = berth_error_set(err, BERTH_E_ALREADY_EXISTS,
+                                 "image %s already exists in namespace %s", name, ns);
         else if (rc == 1)
             rc = put_rec(tx, DBI_IMAGES, ns, name, &b, err);
     }
@@ -1129,7 +1127,7 @@ int meta_image_list(meta_tx_t *tx, const char *ns, const msgpack_object *filters
 int meta_image_update(meta_tx_t *tx, const char *ns, const msgpack_object *image,
                       const msgpack_object *fields, berth_error_t **err)
 {
-    static const char *const allowed[] = {"labels",      "labels.*", "target",
+    static const char *const allowed[] = {"labels",      "labels.*",      "target",
                                           "annotations", "annotations.*", NULL};
     _cleanup_free_ char *name = NULL;
     if (meta_validate_namespace(ns, err) < 0 || image_name(image, &name, err) < 0 ||
@@ -1240,8 +1238,8 @@ int meta_image_delete(meta_tx_t *tx, const char *ns, const char *name, berth_err
 
 /* The container fields in their stored order. */
 typedef struct {
-    const msgpack_object *labels, *image, *runtime, *spec, *snapshotter, *snapshot_key,
-        *extensions, *rm;
+    const msgpack_object *labels, *image, *runtime, *spec, *snapshotter, *snapshot_key, *extensions,
+        *rm;
 } cfields_t;
 
 static void cfields_from(cfields_t *f, const msgpack_object *c)
@@ -1272,9 +1270,12 @@ static int cfields_validate(const cfields_t *f, berth_error_t **err)
     if (!rn || rn->type != MSGPACK_OBJECT_STR || rn->via.str.size == 0 || rn->via.str.size > 255)
         return berth_error_set(err, BERTH_E_INVALID_ARGUMENT, "container needs a runtime name");
     if (f->spec && f->spec->type != MSGPACK_OBJECT_BIN && f->spec->type != MSGPACK_OBJECT_STR)
-        return berth_error_set(err, BERTH_E_INVALID_ARGUMENT, "container spec must be bytes (JSON)");
-    if (f->snapshotter && (f->snapshotter->type != MSGPACK_OBJECT_STR || f->snapshotter->via.str.size > 64))
-        return berth_error_set(err, BERTH_E_INVALID_ARGUMENT, "container snapshotter must be a string");
+        return berth_error_set(err, BERTH_E_INVALID_ARGUMENT,
+                               "container spec must be bytes (JSON)");
+    if (f->snapshotter &&
+        (f->snapshotter->type != MSGPACK_OBJECT_STR || f->snapshotter->via.str.size > 64))
+        return berth_error_set(err, BERTH_E_INVALID_ARGUMENT,
+                               "container snapshotter must be a string");
     if (f->snapshot_key) {
         if (f->snapshot_key->type != MSGPACK_OBJECT_STR || f->snapshot_key->via.str.size > 200)
             return berth_error_set(err, BERTH_E_INVALID_ARGUMENT,
@@ -1438,9 +1439,9 @@ static bool str_obj_eq(const msgpack_object *a, const msgpack_object *b)
 int meta_container_update(meta_tx_t *tx, const char *ns, const msgpack_object *c,
                           const msgpack_object *fields, berth_error_t **err)
 {
-    static const char *const allowed[] = {"labels", "labels.*", "image", "spec", "snapshot_key",
-                                          "snapshotkey", "extensions", "extensions.*", "rm",
-                                          NULL};
+    static const char *const allowed[] = {
+        "labels",      "labels.*",   "image",        "spec", "snapshot_key",
+        "snapshotkey", "extensions", "extensions.*", "rm",   NULL};
     _cleanup_free_ char *id = NULL;
     if (meta_validate_namespace(ns, err) < 0 || container_id(c, &id, err) < 0 ||
         fields_allowed(fields, allowed, "a container", err) < 0 || need_write(tx, err) < 0)
@@ -1470,8 +1471,8 @@ int meta_container_update(meta_tx_t *tx, const char *ns, const msgpack_object *c
         res.image = nf.image;
     if ((all && nf.spec) || (!all && meta_fields_has(fields, "spec")))
         res.spec = nf.spec;
-    if ((all && nf.snapshot_key) ||
-        (!all && (meta_fields_has(fields, "snapshot_key") || meta_fields_has(fields, "snapshotkey"))))
+    if ((all && nf.snapshot_key) || (!all && (meta_fields_has(fields, "snapshot_key") ||
+                                              meta_fields_has(fields, "snapshotkey"))))
         res.snapshot_key = nf.snapshot_key;
     if ((all && nf.extensions) || (!all && fields_touch(fields, "extensions")))
         res.extensions = nf.extensions;

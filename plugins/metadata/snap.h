@@ -11,7 +11,7 @@ typedef struct {
     char id[24];
     char kind[16];
     char parent[256];
-    char state[16];  /* "", "preparing", "committing" */
+    char state[16];   /* "", "preparing", "committing" */
     char target[256]; /* commit target while committing */
     const msgpack_object *labels;
     int64_t created_at;
@@ -25,5 +25,4 @@ int meta_snap_get(meta_tx_t *tx, const char *ns, const char *key, meta_snap_rec_
 int meta_snap_drop(meta_tx_t *tx, const char *ns, const char *key, const meta_snap_rec_t *r,
                    char **tomb, berth_error_t **err);
 /** Ids tombstoned under kind ("content" or "snapshot"). */
-int meta_tombstones(meta_tx_t *tx, const char *kind, char ***ids, size_t *n,
-                    berth_error_t **err);
+int meta_tombstones(meta_tx_t *tx, const char *kind, char ***ids, size_t *n, berth_error_t **err);

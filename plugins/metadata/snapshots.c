@@ -25,7 +25,10 @@ void meta_snap_plan_free(meta_snap_plan_t *p)
     memset(p, 0, sizeof(*p));
 }
 
-static void plan_reset(meta_snap_plan_t *p) { meta_snap_plan_free(p); }
+static void plan_reset(meta_snap_plan_t *p)
+{
+    meta_snap_plan_free(p);
+}
 
 static int need_write(meta_tx_t *tx, berth_error_t **err)
 {
@@ -34,7 +37,10 @@ static int need_write(meta_tx_t *tx, berth_error_t **err)
     return 0;
 }
 
-static bool is_digest_name(const char *s) { return meta_validate_digest(s, NULL) == 0; }
+static bool is_digest_name(const char *s)
+{
+    return meta_validate_digest(s, NULL) == 0;
+}
 
 /* ---- record access ------------------------------------------------------ */
 
@@ -135,8 +141,8 @@ static int backend_put(meta_tx_t *tx, const char *id, const char *pid, const cha
 }
 
 /* Backend record: 0 found (fields copied), 1 absent. */
-static int backend_get(meta_tx_t *tx, const char *id, char pid[24], char kind[16],
-                       char name[256], berth_error_t **err)
+static int backend_get(meta_tx_t *tx, const char *id, char pid[24], char kind[16], char name[256],
+                       berth_error_t **err)
 {
     _cleanup_key_ meta_key_t k;
     if (meta_key(&k, err, 1, id) < 0)
@@ -183,7 +189,8 @@ static int parent_chain(meta_tx_t *tx, const char *ns, const char *parent, meta_
     size_t guard = 0;
     while (cur[0]) {
         if (++guard > 4096)
-            return berth_error_set(err, BERTH_E_INTERNAL, "snapshot parent chain of %s loops", parent);
+            return berth_error_set(err, BERTH_E_INTERNAL, "snapshot parent chain of %s loops",
+                                   parent);
         meta_snap_rec_t r;
         int rc = meta_snap_get(tx, ns, cur, &r, err);
         if (rc < 0)
@@ -368,8 +375,8 @@ int meta_snap_prepare_begin(meta_tx_t *tx, const char *ns, const char *key, cons
     if (rc < 0)
         return -1;
     if (rc == 0)
-        return berth_error_set(err, BERTH_E_ALREADY_EXISTS, "snapshot %s already exists in namespace %s",
-                               key, ns);
+        return berth_error_set(err, BERTH_E_ALREADY_EXISTS,
+                               "snapshot %s already exists in namespace %s", key, ns);
     char pid[24] = "";
     if (parent) {
         meta_snap_rec_t pr;
@@ -391,8 +398,8 @@ int meta_snap_prepare_begin(meta_tx_t *tx, const char *ns, const char *key, cons
         char refname[256];
         if (!meta_str_copy(ref, refname, sizeof(refname)) ||
             meta_validate_name("snapshot name", refname, err) < 0)
-            return berth_error_set(err, BERTH_E_INVALID_ARGUMENT, "label %s must be a snapshot name",
-                                   META_LABEL_SNAPSHOT_REF);
+            return berth_error_set(err, BERTH_E_INVALID_ARGUMENT,
+                                   "label %s must be a snapshot name", META_LABEL_SNAPSHOT_REF);
         rc = try_share(tx, ns, refname, parent, pid, labels, plan, err);
         if (rc < 0)
             return -1;
@@ -467,7 +474,8 @@ int meta_snap_commit_begin(meta_tx_t *tx, const char *ns, const char *name, cons
                            meta_snap_plan_t *plan, berth_error_t **err)
 {
     plan_reset(plan);
-    if (meta_validate_namespace(ns, err) < 0 || meta_validate_name("snapshot name", name, err) < 0 ||
+    if (meta_validate_namespace(ns, err) < 0 ||
+        meta_validate_name("snapshot name", name, err) < 0 ||
         meta_validate_name("snapshot key", key, err) < 0 || need_write(tx, err) < 0)
         return -1;
     meta_snap_rec_t r;
@@ -515,8 +523,8 @@ int meta_snap_commit_end(meta_tx_t *tx, const char *ns, const char *name, const 
                                "snapshot %s in namespace %s is not being committed as %s", key, ns,
                                name);
     if (!ok)
-        return snap_put(tx, ns, key, r.parent, r.kind, r.labels, NULL, r.created_at, r.id, "",
-                        NULL, NULL, err);
+        return snap_put(tx, ns, key, r.parent, r.kind, r.labels, NULL, r.created_at, r.id, "", NULL,
+                        NULL, err);
     char pid[24] = "", bkind[16], bname[256];
     rc = backend_get(tx, r.id, pid, bkind, bname, err);
     if (rc < 0)
@@ -564,8 +572,8 @@ int meta_snap_commit_end(meta_tx_t *tx, const char *ns, const char *name, const 
     if (shared_hit) {
         if (backend_release(tx, r.id, &plan->tomb, err) < 0)
             return -1;
-    } else if (backend_put(tx, r.id, pid, "committed", is_digest_name(name) ? name : "",
-                           tx->now, err) < 0) {
+    } else if (backend_put(tx, r.id, pid, "committed", is_digest_name(name) ? name : "", tx->now,
+                           err) < 0) {
         return -1;
     }
     snprintf(plan->id, sizeof(plan->id), "%s", use);
@@ -630,9 +638,8 @@ int meta_snap_stat(meta_tx_t *tx, const char *ns, const char *key, berth_error_t
     return 0;
 }
 
-int meta_snap_update(meta_tx_t *tx, const char *ns, const char *key,
-                     const msgpack_object *labels, const msgpack_object *fields,
-                     berth_error_t **err)
+int meta_snap_update(meta_tx_t *tx, const char *ns, const char *key, const msgpack_object *labels,
+                     const msgpack_object *fields, berth_error_t **err)
 {
     if (meta_validate_namespace(ns, err) < 0 || meta_validate_name("snapshot key", key, err) < 0 ||
         meta_fields_validate(fields, err) < 0 || need_write(tx, err) < 0)
@@ -642,10 +649,9 @@ int meta_snap_update(meta_tx_t *tx, const char *ns, const char *key,
             const msgpack_object *f = &fields->via.array.ptr[i];
             if (!berth_mp_str_eq(f, "labels") &&
                 !(f->via.str.size > 7 && memcmp(f->via.str.ptr, "labels.", 7) == 0))
-                return berth_error_set(err, BERTH_E_INVALID_ARGUMENT,
-                                       "cannot update field %.*s of a snapshot",
-                                       (int)(f->via.str.size > 100 ? 100 : f->via.str.size),
-                                       f->via.str.ptr);
+                return berth_error_set(
+                    err, BERTH_E_INVALID_ARGUMENT, "cannot update field %.*s of a snapshot",
+                    (int)(f->via.str.size > 100 ? 100 : f->via.str.size), f->via.str.ptr);
         }
     meta_snap_rec_t r;
     int rc = meta_snap_get(tx, ns, key, &r, err);
@@ -736,8 +742,7 @@ int meta_snap_tomb_done(meta_tx_t *tx, const char *id, berth_error_t **err)
     return meta_tomb_del(tx, "snapshot", id, err);
 }
 
-int meta_tombstones(meta_tx_t *tx, const char *kind, char ***ids, size_t *n,
-                    berth_error_t **err)
+int meta_tombstones(meta_tx_t *tx, const char *kind, char ***ids, size_t *n, berth_error_t **err)
 {
     *ids = NULL;
     *n = 0;

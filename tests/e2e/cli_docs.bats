@@ -99,6 +99,23 @@ gen() {
     diff -r "$built" "$DOCS_TMP/gen/man1"
 }
 
+@test "berthd(8) is generated from berthd --help" {
+    [[ -x $BERTH_BIN/berthd ]] || skip "berthd not built"
+    "$CLI" __gen-docs --berthd "$BERTH_BIN/berthd" --man8 "$DOCS_TMP/man8"
+    page=$DOCS_TMP/man8/berthd.8
+    [[ -f $page ]]
+    # Every flag berthd documents is in the page.
+    for flag in $("$BERTH_BIN/berthd" --help | grep -oE -- '--[a-z][a-z-]+' | sort -u); do
+        grep -qF -- "${flag//-/\\-}" "$page" || { echo "berthd.8 lacks $flag"; false; }
+    done
+    # The build made the same page.
+    diff "$BERTH_BIN/../share/man/man8/berthd.8" "$page"
+    if command -v groff >/dev/null; then
+        run groff -man -ww -z "$page"
+        [ -z "$output" ]
+    fi
+}
+
 @test "manual pages render without groff warnings" {
     command -v groff >/dev/null || skip "groff not installed"
     gen
@@ -138,6 +155,9 @@ gen() {
     run "$CLI" __gen-docs
     [ "$status" -eq 1 ]
     [[ $output == *"give --man DIR and/or --markdown FILE"* ]]
+    run "$CLI" __gen-docs --berthd /bin/true
+    [ "$status" -eq 1 ]
+    [[ $output == *"--berthd PATH and --man8 DIR go together"* ]]
 }
 
 @test "a stale generated page is removed when its group goes away" {

@@ -102,6 +102,7 @@ ib() {
     grep -q '^Type=notify' "$P/lib/systemd/system/berth.service"
     [[ -f $P/share/bash-completion/completions/berth ]]
     [[ -f $P/share/man/man1/berth.1 && -f $P/share/man/man1/berth-images.1 ]]
+    [[ -f $P/share/man/man8/berthd.8 ]]
     [[ -f $P/share/doc/berth/protocol.md && -f $P/share/doc/berth/cli.md ]]
     [[ ! -e $P/share/doc/berth/dev ]]
     MANPATH=$P/share/man man -w berth-plugins | grep -qF "$P/share/man/man1/berth-plugins.1"

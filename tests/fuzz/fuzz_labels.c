@@ -13,7 +13,7 @@
 #include <string.h>
 
 #include "berth/mp.h"
-#include "../../plugins/metadata/db.h"
+#include "../../plugins/metadata/internal.h" /* meta_pack_labels_update (db.c) */
 
 #define CHECK(cond)                                                                                \
     do {                                                                                           \

@@ -124,7 +124,12 @@ static void test_truncated_file_refused(void **state)
     for (int i = 0; i < 200; i++) {
         char name[32];
         snprintf(name, sizeof(name), "ns%d", i);
-        T_OK(twrite(t, f_ns_create, &(A){.name = name, .o1 = tlabels(t, 1, "pad", "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx")}));
+        T_OK(twrite(
+            t, f_ns_create,
+            &(A){.name = name,
+                 .o1 = tlabels(
+                     t, 1, "pad",
+                     "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx")}));
     }
     meta_db_close(t->db);
     t->db = NULL;
@@ -200,8 +205,9 @@ static void test_map_grows(void **state)
     for (int i = 0; i < 400; i++) {
         char name[64];
         snprintf(name, sizeof(name), "img-%d", i);
-        T_OK(twrite(t, f_image_create,
-                    &(A){.ns = "default", .o1 = timage(t, name, tdigest(i), tlabels(t, 1, "big", big))}));
+        T_OK(twrite(
+            t, f_image_create,
+            &(A){.ns = "default", .o1 = timage(t, name, tdigest(i), tlabels(t, 1, "big", big))}));
     }
     assert_true(meta_db_growths(t->db) > 0);
     assert_true(meta_db_map_size(t->db) > 256 * 1024);
@@ -222,7 +228,8 @@ static void test_batch_isolates_failures(void **state)
     meta_wop_init(&ops[0], f_ns_create, &a1);
     meta_wop_init(&ops[1], f_ns_create, &a2);
     meta_wop_init(&ops[2], f_ns_create, &a3);
-    assert_int_equal(meta_db_write_batch(t->db, (meta_wop_t *[]){&ops[0], &ops[1], &ops[2]}, 3, NULL, NULL), 0);
+    assert_int_equal(
+        meta_db_write_batch(t->db, (meta_wop_t *[]){&ops[0], &ops[1], &ops[2]}, 3, NULL, NULL), 0);
     assert_null(ops[0].err);
     assert_non_null(ops[1].err);
     assert_int_equal(ops[1].err->code, BERTH_E_INVALID_ARGUMENT);
@@ -377,7 +384,8 @@ static void test_label_limits(void **state)
 static void test_namespaces(void **state)
 {
     tenv_t *t = *state;
-    T_OK(twrite(t, f_ns_create, &(A){.name = "dev", .o1 = tlabels(t, 2, "team", "a", "tier", "1")}));
+    T_OK(
+        twrite(t, f_ns_create, &(A){.name = "dev", .o1 = tlabels(t, 2, "team", "a", "tier", "1")}));
     assert_int_equal(t->ev.n, 1);
     assert_str(t->ev.v[0].topic, "/namespaces/create");
     assert_str(tstr(&t->res, "namespace.name"), "dev");
@@ -386,21 +394,25 @@ static void test_namespaces(void **state)
     T_FAIL(tread(t, f_ns_get, &(A){.name = "nope"}), BERTH_E_NOT_FOUND, "namespace nope not found");
 
     /* Update one label by field path: others stay. */
-    T_OK(twrite(t, f_ns_update, &(A){.name = "dev", .o1 = tlabels(t, 1, "team", "b"),
-                                     .o2 = tstrs(t, 1, "labels.team")}));
+    T_OK(twrite(
+        t, f_ns_update,
+        &(A){.name = "dev", .o1 = tlabels(t, 1, "team", "b"), .o2 = tstrs(t, 1, "labels.team")}));
     assert_str(tstr(&t->res, "namespace.labels.team"), "b");
     assert_str(tstr(&t->res, "namespace.labels.tier"), "1");
     assert_str(t->ev.v[0].topic, "/namespaces/update");
     /* A field path whose key is absent from labels deletes it. */
-    T_OK(twrite(t, f_ns_update, &(A){.name = "dev", .o1 = tlabels(t, 0), .o2 = tstrs(t, 1, "labels.tier")}));
+    T_OK(twrite(t, f_ns_update,
+                &(A){.name = "dev", .o1 = tlabels(t, 0), .o2 = tstrs(t, 1, "labels.tier")}));
     assert_null(tget(&t->res, "namespace.labels.tier"));
     assert_str(tstr(&t->res, "namespace.labels.team"), "b");
     /* No fields: replace all labels. */
     T_OK(twrite(t, f_ns_update, &(A){.name = "dev", .o1 = tlabels(t, 1, "x", "y")}));
     assert_int_equal(tlen(&t->res, "namespace.labels"), 1);
-    T_FAIL(twrite(t, f_ns_update, &(A){.name = "dev", .o1 = tlabels(t, 0), .o2 = tstrs(t, 1, "name")}),
-           BERTH_E_INVALID_ARGUMENT, "cannot update field name");
-    T_FAIL(twrite(t, f_ns_update, &(A){.name = "ghost", .o1 = tlabels(t, 0)}), BERTH_E_NOT_FOUND, NULL);
+    T_FAIL(
+        twrite(t, f_ns_update, &(A){.name = "dev", .o1 = tlabels(t, 0), .o2 = tstrs(t, 1, "name")}),
+        BERTH_E_INVALID_ARGUMENT, "cannot update field name");
+    T_FAIL(twrite(t, f_ns_update, &(A){.name = "ghost", .o1 = tlabels(t, 0)}), BERTH_E_NOT_FOUND,
+           NULL);
 
     T_OK(tread(t, f_ns_list, &(A){0}));
     assert_int_equal(tlen(&t->res, "namespaces"), 2);
@@ -439,8 +451,9 @@ static void test_content(void **state)
     T_OK(twrite(t, f_ingest_begin, &(A){.ns = "default", .name = "ref-1", .s2 = d}));
     T_OK(tread(t, f_ingest_get, &(A){.ns = "default", .name = "ref-1"}));
     assert_str(tstr(&t->res, "ingest.expected"), d);
-    T_OK(twrite(t, f_content_commit,
-                &(A){.ns = "default", .name = d, .u = 1234, .o1 = tlabels(t, 1, "a", "1"), .s2 = "ref-1"}));
+    T_OK(twrite(
+        t, f_content_commit,
+        &(A){.ns = "default", .name = d, .u = 1234, .o1 = tlabels(t, 1, "a", "1"), .s2 = "ref-1"}));
     assert_false(tget(&t->res, "existed")->via.boolean);
     assert_str(t->ev.v[0].topic, "/content/commit");
     /* the commit ended the ingest */
@@ -461,12 +474,15 @@ static void test_content(void **state)
     T_OK(tread(t, f_content_exists, &(A){.ns = "other", .name = d}));
     assert_false(tget(&t->res, "exists")->via.boolean);
 
-    T_OK(twrite(t, f_content_update, &(A){.ns = "default", .name = d, .o1 = tlabels(t, 1, "b", "2"),
-                                          .o2 = tstrs(t, 1, "labels.b")}));
+    T_OK(twrite(t, f_content_update,
+                &(A){.ns = "default",
+                     .name = d,
+                     .o1 = tlabels(t, 1, "b", "2"),
+                     .o2 = tstrs(t, 1, "labels.b")}));
     assert_str(tstr(&t->res, "info.labels.a"), "1");
     assert_str(tstr(&t->res, "info.labels.b"), "2");
-    T_FAIL(twrite(t, f_content_update, &(A){.ns = "default", .name = d, .o1 = tlabels(t, 0),
-                                            .o2 = tstrs(t, 1, "size")}),
+    T_FAIL(twrite(t, f_content_update,
+                  &(A){.ns = "default", .name = d, .o1 = tlabels(t, 0), .o2 = tstrs(t, 1, "size")}),
            BERTH_E_INVALID_ARGUMENT, "cannot update field size");
 
     T_OK(twrite(t, f_content_commit, &(A){.ns = "default", .name = tdigest(43), .u = 1}));
@@ -513,41 +529,50 @@ static void test_ingests(void **state)
 static void test_images(void **state)
 {
     tenv_t *t = *state;
-    T_OK(twrite(t, f_image_create, &(A){.ns = "default",
-                                        .o1 = timage(t, "docker.io/library/busybox:1", tdigest(1),
-                                                     tlabels(t, 1, "app", "bb"))}));
+    T_OK(twrite(t, f_image_create,
+                &(A){.ns = "default",
+                     .o1 = timage(t, "docker.io/library/busybox:1", tdigest(1),
+                                  tlabels(t, 1, "app", "bb"))}));
     assert_str(tstr(&t->res, "image.name"), "docker.io/library/busybox:1");
     assert_str(tstr(&t->res, "image.target.digest"), tdigest(1));
     assert_str(t->ev.v[0].topic, "/images/create");
     T_FAIL(twrite(t, f_image_create,
-                  &(A){.ns = "default", .o1 = timage(t, "docker.io/library/busybox:1", tdigest(1), NULL)}),
+                  &(A){.ns = "default",
+                       .o1 = timage(t, "docker.io/library/busybox:1", tdigest(1), NULL)}),
            BERTH_E_ALREADY_EXISTS, "already exists");
-    T_FAIL(twrite(t, f_image_create, &(A){.ns = "default", .o1 = timage(t, "x", "sha256:bad", NULL)}),
-           BERTH_E_INVALID_ARGUMENT, "image target");
-    T_OK(twrite(t, f_image_create, &(A){.ns = "default", .o1 = timage(t, "nginx:1", tdigest(2), NULL)}));
+    T_FAIL(
+        twrite(t, f_image_create, &(A){.ns = "default", .o1 = timage(t, "x", "sha256:bad", NULL)}),
+        BERTH_E_INVALID_ARGUMENT, "image target");
+    T_OK(twrite(t, f_image_create,
+                &(A){.ns = "default", .o1 = timage(t, "nginx:1", tdigest(2), NULL)}));
     T_OK(tread(t, f_image_list, &(A){.ns = "default"}));
     assert_int_equal(tlen(&t->res, "images"), 2);
     T_OK(tread(t, f_image_list, &(A){.ns = "default", .o1 = tstrs(t, 1, "name==nginx:1")}));
     assert_int_equal(tlen(&t->res, "images"), 1);
-    T_OK(tread(t, f_image_list, &(A){.ns = "default", .o1 = tstrs(t, 2, "name==nginx:1", "labels.app")}));
+    T_OK(tread(t, f_image_list,
+               &(A){.ns = "default", .o1 = tstrs(t, 2, "name==nginx:1", "labels.app")}));
     assert_int_equal(tlen(&t->res, "images"), 2);
-    T_OK(tread(t, f_image_list, &(A){.ns = "default",
-                                     .o1 = tstrs(t, 1, "target.mediatype~=manifest,labels.\"app\"==bb")}));
+    T_OK(tread(
+        t, f_image_list,
+        &(A){.ns = "default", .o1 = tstrs(t, 1, "target.mediatype~=manifest,labels.\"app\"==bb")}));
     assert_int_equal(tlen(&t->res, "images"), 1);
     T_OK(tread(t, f_image_list, &(A){.ns = "other"}));
     assert_int_equal(tlen(&t->res, "images"), 0);
 
     /* update: target only (labels stay) */
-    T_OK(twrite(t, f_image_update, &(A){.ns = "default",
-                                        .o1 = timage(t, "docker.io/library/busybox:1", tdigest(3), NULL),
-                                        .o2 = tstrs(t, 1, "target")}));
+    T_OK(twrite(t, f_image_update,
+                &(A){.ns = "default",
+                     .o1 = timage(t, "docker.io/library/busybox:1", tdigest(3), NULL),
+                     .o2 = tstrs(t, 1, "target")}));
     assert_str(tstr(&t->res, "image.target.digest"), tdigest(3));
     assert_str(tstr(&t->res, "image.labels.app"), "bb");
     assert_str(t->ev.v[0].topic, "/images/update");
     /* update: one label */
-    T_OK(twrite(t, f_image_update,
-                &(A){.ns = "default", .o1 = timage(t, "docker.io/library/busybox:1", tdigest(9), tlabels(t, 1, "v", "2")),
-                     .o2 = tstrs(t, 1, "labels.v")}));
+    T_OK(twrite(
+        t, f_image_update,
+        &(A){.ns = "default",
+             .o1 = timage(t, "docker.io/library/busybox:1", tdigest(9), tlabels(t, 1, "v", "2")),
+             .o2 = tstrs(t, 1, "labels.v")}));
     assert_str(tstr(&t->res, "image.target.digest"), tdigest(3));
     assert_str(tstr(&t->res, "image.labels.v"), "2");
     assert_str(tstr(&t->res, "image.labels.app"), "bb");
@@ -561,15 +586,20 @@ static void test_images(void **state)
     berth_mp_pack_str(&b.pk, "annotations");
     msgpack_pack_map(&b.pk, 1);
     berth_mp_kv_str(&b.pk, "org.opencontainers.image.ref.name", "1");
-    T_OK(twrite(t, f_image_update, &(A){.ns = "default", .o1 = tobj(t, &b),
-                                        .o2 = tstrs(t, 1, "annotations.org.opencontainers.image.ref.name")}));
+    T_OK(twrite(t, f_image_update,
+                &(A){.ns = "default",
+                     .o1 = tobj(t, &b),
+                     .o2 = tstrs(t, 1, "annotations.org.opencontainers.image.ref.name")}));
     berth_mpbuf_destroy(&b);
     assert_str(tstr(&t->res, "image.target.digest"), tdigest(2));
     assert_non_null(tget(&t->res, "image.target.annotations"));
-    T_FAIL(twrite(t, f_image_update, &(A){.ns = "default", .o1 = timage(t, "ghost", tdigest(1), NULL)}),
+    T_FAIL(twrite(t, f_image_update,
+                  &(A){.ns = "default", .o1 = timage(t, "ghost", tdigest(1), NULL)}),
            BERTH_E_NOT_FOUND, NULL);
-    T_FAIL(twrite(t, f_image_update, &(A){.ns = "default", .o1 = timage(t, "nginx:1", tdigest(1), NULL),
-                                          .o2 = tstrs(t, 1, "created_at")}),
+    T_FAIL(twrite(t, f_image_update,
+                  &(A){.ns = "default",
+                       .o1 = timage(t, "nginx:1", tdigest(1), NULL),
+                       .o2 = tstrs(t, 1, "created_at")}),
            BERTH_E_INVALID_ARGUMENT, "cannot update");
 
     T_OK(twrite(t, f_image_delete, &(A){.ns = "default", .name = "nginx:1"}));
@@ -583,22 +613,26 @@ static void test_images(void **state)
 static void test_containers(void **state)
 {
     tenv_t *t = *state;
-    T_OK(twrite(t, f_ctr_create, &(A){.ns = "default",
-                                      .o1 = tcontainer(t, "web", "nginx:1", "web-snap", tlabels(t, 1, "a", "1"))}));
+    T_OK(twrite(t, f_ctr_create,
+                &(A){.ns = "default",
+                     .o1 = tcontainer(t, "web", "nginx:1", "web-snap", tlabels(t, 1, "a", "1"))}));
     assert_str(tstr(&t->res, "container.runtime.name"), "io.berth.runc.v1");
     assert_str(tstr(&t->res, "container.snapshot_key"), "web-snap");
     assert_int_equal(tget(&t->res, "container.spec")->type, MSGPACK_OBJECT_BIN);
     assert_false(tget(&t->res, "container.rm")->via.boolean);
     assert_str(t->ev.v[0].topic, "/containers/create");
-    T_FAIL(twrite(t, f_ctr_create, &(A){.ns = "default", .o1 = tcontainer(t, "web", "x", NULL, NULL)}),
-           BERTH_E_ALREADY_EXISTS, NULL);
-    T_FAIL(twrite(t, f_ctr_create, &(A){.ns = "default", .o1 = tcontainer(t, "bad id", "x", NULL, NULL)}),
+    T_FAIL(
+        twrite(t, f_ctr_create, &(A){.ns = "default", .o1 = tcontainer(t, "web", "x", NULL, NULL)}),
+        BERTH_E_ALREADY_EXISTS, NULL);
+    T_FAIL(twrite(t, f_ctr_create,
+                  &(A){.ns = "default", .o1 = tcontainer(t, "bad id", "x", NULL, NULL)}),
            BERTH_E_INVALID_ARGUMENT, "container id");
 
     /* labels by field; image by field */
-    T_OK(twrite(t, f_ctr_update, &(A){.ns = "default",
-                                      .o1 = tcontainer(t, "web", "nginx:2", "web-snap", tlabels(t, 1, "b", "2")),
-                                      .o2 = tstrs(t, 2, "labels.b", "image")}));
+    T_OK(twrite(t, f_ctr_update,
+                &(A){.ns = "default",
+                     .o1 = tcontainer(t, "web", "nginx:2", "web-snap", tlabels(t, 1, "b", "2")),
+                     .o2 = tstrs(t, 2, "labels.b", "image")}));
     assert_str(tstr(&t->res, "container.image"), "nginx:2");
     assert_str(tstr(&t->res, "container.labels.a"), "1");
     assert_str(tstr(&t->res, "container.labels.b"), "2");
@@ -611,25 +645,29 @@ static void test_containers(void **state)
     berth_mp_pack_str(&b.pk, "runtime");
     msgpack_pack_map(&b.pk, 1);
     berth_mp_kv_str(&b.pk, "name", "other");
-    T_FAIL(twrite(t, f_ctr_update, &(A){.ns = "default", .o1 = tobj(t, &b)}), BERTH_E_INVALID_ARGUMENT,
-           "runtime cannot be changed");
+    T_FAIL(twrite(t, f_ctr_update, &(A){.ns = "default", .o1 = tobj(t, &b)}),
+           BERTH_E_INVALID_ARGUMENT, "runtime cannot be changed");
     berth_mpbuf_destroy(&b);
-    T_FAIL(twrite(t, f_ctr_update, &(A){.ns = "default", .o1 = tcontainer(t, "web", "x", "k", NULL),
-                                        .o2 = tstrs(t, 1, "runtime")}),
+    T_FAIL(twrite(t, f_ctr_update,
+                  &(A){.ns = "default",
+                       .o1 = tcontainer(t, "web", "x", "k", NULL),
+                       .o2 = tstrs(t, 1, "runtime")}),
            BERTH_E_INVALID_ARGUMENT, "cannot update field runtime");
     /* rm flag */
     berth_mpbuf_init(&b);
     msgpack_pack_map(&b.pk, 2);
     berth_mp_kv_str(&b.pk, "id", "web");
     berth_mp_kv_bool(&b.pk, "rm", true);
-    T_OK(twrite(t, f_ctr_update, &(A){.ns = "default", .o1 = tobj(t, &b), .o2 = tstrs(t, 1, "rm")}));
+    T_OK(
+        twrite(t, f_ctr_update, &(A){.ns = "default", .o1 = tobj(t, &b), .o2 = tstrs(t, 1, "rm")}));
     berth_mpbuf_destroy(&b);
     assert_true(tget(&t->res, "container.rm")->via.boolean);
     assert_str(tstr(&t->res, "container.image"), "nginx:2");
 
     T_OK(tread(t, f_ctr_list, &(A){.ns = "default", .o1 = tstrs(t, 1, "image==nginx:2")}));
     assert_int_equal(tlen(&t->res, "containers"), 1);
-    T_OK(tread(t, f_ctr_list, &(A){.ns = "default", .o1 = tstrs(t, 1, "runtime.name==io.berth.runc.v1")}));
+    T_OK(tread(t, f_ctr_list,
+               &(A){.ns = "default", .o1 = tstrs(t, 1, "runtime.name==io.berth.runc.v1")}));
     assert_int_equal(tlen(&t->res, "containers"), 1);
     T_OK(tread(t, f_ctr_list, &(A){.ns = "other"}));
     assert_int_equal(tlen(&t->res, "containers"), 0);
@@ -655,7 +693,8 @@ static void test_leases(void **state)
     assert_int_equal(e->via.str.size, 20);
     assert_memory_equal(e->via.str.ptr, "2026-11-29T16:11:20Z", 20);
     assert_str(t->ev.v[0].topic, "/leases/create");
-    T_FAIL(twrite(t, f_lease_create, &(A){.ns = "default", .name = "demo"}), BERTH_E_ALREADY_EXISTS, NULL);
+    T_FAIL(twrite(t, f_lease_create, &(A){.ns = "default", .name = "demo"}), BERTH_E_ALREADY_EXISTS,
+           NULL);
 
     /* generated id */
     T_OK(twrite(t, f_lease_create, &(A){.ns = "default", .o1 = tlabels(t, 1, "k", "v")}));
@@ -676,27 +715,36 @@ static void test_leases(void **state)
     T_FAIL(twrite(t, f_lease_delete, &(A){.ns = "other", .name = "demo"}), BERTH_E_NOT_FOUND, NULL);
 
     /* resources */
-    T_OK(twrite(t, f_lease_add, &(A){.ns = "default", .name = "demo", .s2 = "content", .s3 = tdigest(1)}));
-    T_OK(twrite(t, f_lease_add, &(A){.ns = "default", .name = "demo", .s2 = "snapshots/overlayfs", .s3 = "k1"}));
-    T_OK(twrite(t, f_lease_add, &(A){.ns = "default", .name = "demo", .s2 = "content", .s3 = tdigest(1)}));
+    T_OK(twrite(t, f_lease_add,
+                &(A){.ns = "default", .name = "demo", .s2 = "content", .s3 = tdigest(1)}));
+    T_OK(twrite(t, f_lease_add,
+                &(A){.ns = "default", .name = "demo", .s2 = "snapshots/overlayfs", .s3 = "k1"}));
+    T_OK(twrite(t, f_lease_add,
+                &(A){.ns = "default", .name = "demo", .s2 = "content", .s3 = tdigest(1)}));
     T_FAIL(twrite(t, f_lease_add, &(A){.ns = "default", .name = "demo", .s2 = "bogus", .s3 = "x"}),
            BERTH_E_INVALID_ARGUMENT, "unknown resource type");
-    T_FAIL(twrite(t, f_lease_add, &(A){.ns = "default", .name = "nope", .s2 = "content", .s3 = tdigest(1)}),
+    T_FAIL(twrite(t, f_lease_add,
+                  &(A){.ns = "default", .name = "nope", .s2 = "content", .s3 = tdigest(1)}),
            BERTH_E_NOT_FOUND, NULL);
     T_OK(tread(t, f_lease_res, &(A){.ns = "default", .name = "demo"}));
     assert_int_equal(tlen(&t->res, "resources"), 2);
-    T_OK(tread(t, f_lease_check, &(A){.ns = "default", .name = "demo", .s2 = "content", .s3 = tdigest(1)}));
+    T_OK(tread(t, f_lease_check,
+               &(A){.ns = "default", .name = "demo", .s2 = "content", .s3 = tdigest(1)}));
     assert_true(tget(&t->res, "held")->via.boolean);
-    T_OK(tread(t, f_lease_check, &(A){.ns = "default", .name = "demo", .s2 = "content", .s3 = tdigest(2)}));
+    T_OK(tread(t, f_lease_check,
+               &(A){.ns = "default", .name = "demo", .s2 = "content", .s3 = tdigest(2)}));
     assert_false(tget(&t->res, "held")->via.boolean);
-    T_OK(twrite(t, f_lease_del_res, &(A){.ns = "default", .name = "demo", .s2 = "content", .s3 = tdigest(1)}));
+    T_OK(twrite(t, f_lease_del_res,
+                &(A){.ns = "default", .name = "demo", .s2 = "content", .s3 = tdigest(1)}));
     T_OK(tread(t, f_lease_res, &(A){.ns = "default", .name = "demo"}));
     assert_int_equal(tlen(&t->res, "resources"), 1);
     assert_str(tstr(&t->res, "resources.0.id"), "k1");
 
     /* commit with a lease adds the digest to it */
-    T_OK(twrite_lease(t, "demo", f_content_commit, &(A){.ns = "default", .name = tdigest(7), .u = 5}));
-    T_OK(tread(t, f_lease_check, &(A){.ns = "default", .name = "demo", .s2 = "content", .s3 = tdigest(7)}));
+    T_OK(twrite_lease(t, "demo", f_content_commit,
+                      &(A){.ns = "default", .name = tdigest(7), .u = 5}));
+    T_OK(tread(t, f_lease_check,
+               &(A){.ns = "default", .name = "demo", .s2 = "content", .s3 = tdigest(7)}));
     assert_true(tget(&t->res, "held")->via.boolean);
 
     T_OK(twrite(t, f_lease_delete, &(A){.ns = "default", .name = "demo"}));
@@ -713,15 +761,21 @@ static void test_lease_expiry(void **state)
     tenv_t *t = *state;
     int64_t past = 1000000000LL; /* 1970 */
     T_OK(twrite(t, f_lease_create, &(A){.ns = "default", .name = "old", .i = past}));
-    T_OK(twrite(t, f_lease_add, &(A){.ns = "default", .name = "old", .s2 = "content", .s3 = tdigest(1)}));
-    T_OK(tread(t, f_lease_check, &(A){.ns = "default", .name = "old", .s2 = "content", .s3 = tdigest(1)}));
+    T_OK(twrite(t, f_lease_add,
+                &(A){.ns = "default", .name = "old", .s2 = "content", .s3 = tdigest(1)}));
+    T_OK(tread(t, f_lease_check,
+               &(A){.ns = "default", .name = "old", .s2 = "content", .s3 = tdigest(1)}));
     assert_false(tget(&t->res, "held")->via.boolean);
     /* a label alone sets the expiry, like containerd */
-    T_OK(twrite(t, f_lease_create, &(A){.ns = "default", .name = "lbl",
-                                        .o1 = tlabels(t, 1, "containerd.io/gc.expire", "1999-01-01T00:00:00Z")}));
+    T_OK(twrite(t, f_lease_create,
+                &(A){.ns = "default",
+                     .name = "lbl",
+                     .o1 = tlabels(t, 1, "containerd.io/gc.expire", "1999-01-01T00:00:00Z")}));
     assert_non_null(tget(&t->res, "lease.expire"));
-    T_FAIL(twrite(t, f_lease_create, &(A){.ns = "default", .name = "bad",
-                                          .o1 = tlabels(t, 1, "berth.io/gc.expire", "tomorrow")}),
+    T_FAIL(twrite(t, f_lease_create,
+                  &(A){.ns = "default",
+                       .name = "bad",
+                       .o1 = tlabels(t, 1, "berth.io/gc.expire", "tomorrow")}),
            BERTH_E_INVALID_ARGUMENT, "RFC3339");
 }
 
@@ -731,12 +785,14 @@ static void test_tombstone_blocks_new_references(void **state)
     T_OK(twrite(t, f_tomb66, NULL));
     T_FAIL(twrite(t, f_content_commit, &(A){.ns = "default", .name = tdigest(66), .u = 1}),
            BERTH_E_ABORTED, "garbage collection");
-    T_FAIL(twrite(t, f_image_create, &(A){.ns = "default", .o1 = timage(t, "i", tdigest(66), NULL)}),
-           BERTH_E_ABORTED, NULL);
+    T_FAIL(
+        twrite(t, f_image_create, &(A){.ns = "default", .o1 = timage(t, "i", tdigest(66), NULL)}),
+        BERTH_E_ABORTED, NULL);
     T_FAIL(twrite(t, f_ingest_begin, &(A){.ns = "default", .name = "r", .s2 = tdigest(66)}),
            BERTH_E_ABORTED, NULL);
     T_OK(twrite(t, f_lease_create, &(A){.ns = "default", .name = "L"}));
-    T_FAIL(twrite(t, f_lease_add, &(A){.ns = "default", .name = "L", .s2 = "content", .s3 = tdigest(66)}),
+    T_FAIL(twrite(t, f_lease_add,
+                  &(A){.ns = "default", .name = "L", .s2 = "content", .s3 = tdigest(66)}),
            BERTH_E_ABORTED, NULL);
 }
 

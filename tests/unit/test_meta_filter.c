@@ -63,7 +63,10 @@ static bool match_n(size_t n, const char *const *f)
     return m;
 }
 
-static bool match(const char *f) { return match_n(1, &f); }
+static bool match(const char *f)
+{
+    return match_n(1, &f);
+}
 
 static void expect(const char *f, bool want)
 {
@@ -199,10 +202,10 @@ static void test_parse_obj(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_equality),   cmocka_unit_test(test_loose_field_names),
-        cmocka_unit_test(test_labels),     cmocka_unit_test(test_and_or),
-        cmocka_unit_test(test_regex),      cmocka_unit_test(test_spec_bin_is_present),
-        cmocka_unit_test(test_errors),     cmocka_unit_test(test_parse_obj),
+        cmocka_unit_test(test_equality), cmocka_unit_test(test_loose_field_names),
+        cmocka_unit_test(test_labels),   cmocka_unit_test(test_and_or),
+        cmocka_unit_test(test_regex),    cmocka_unit_test(test_spec_bin_is_present),
+        cmocka_unit_test(test_errors),   cmocka_unit_test(test_parse_obj),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -117,8 +117,9 @@ static void image_graph(tenv_t *t, const char *ns, const char *name)
     content(t, ns, L1, NULL);
     content(t, ns, L2, NULL);
     content(t, ns, C, tlabels(t, 1, "berth.io/gc.ref.snapshot.overlayfs", S2));
-    content(t, ns, M, tlabels(t, 3, "berth.io/gc.ref.content.config", C, "berth.io/gc.ref.content.l.0", L1,
-                              "containerd.io/gc.ref.content.l.1", L2));
+    content(t, ns, M,
+            tlabels(t, 3, "berth.io/gc.ref.content.config", C, "berth.io/gc.ref.content.l.0", L1,
+                    "containerd.io/gc.ref.content.l.1", L2));
     if (!has_snap(t, ns, S1)) {
         snap(t, ns, S1, NULL, NULL);
         snap(t, ns, S2, S1, NULL);
@@ -204,7 +205,8 @@ static void test_leases(void **state)
     /* a flat lease on L1's referrer keeps only the direct resource */
     content(t, "default", tdigest(300), tlabels(t, 1, "berth.io/gc.ref.content.x", tdigest(301)));
     content(t, "default", tdigest(301), NULL);
-    T_OK(twrite(t, f_lease, &(G){.ns = "default", .s1 = "flat", .o1 = tlabels(t, 1, "berth.io/gc.flat", "")}));
+    T_OK(twrite(t, f_lease,
+                &(G){.ns = "default", .s1 = "flat", .o1 = tlabels(t, 1, "berth.io/gc.flat", "")}));
     T_OK(twrite(t, f_ladd, &(G){.ns = "default", .s1 = "flat", .s2 = tdigest(300)}));
     /* an expired lease protects nothing */
     content(t, "default", tdigest(400), NULL);
@@ -245,12 +247,16 @@ static void test_roots(void **state)
     content(t, "default", tdigest(2), tlabels(t, 1, "containerd.io/gc.root", ""));
     /* expired image */
     content(t, "default", tdigest(3), NULL);
-    T_OK(twrite(t, f_image, &(G){.ns = "default",
-                                 .o1 = timage(t, "expired", tdigest(3), tlabels(t, 1, "berth.io/gc.expire", "2001-01-01T00:00:00Z"))}));
+    T_OK(twrite(t, f_image,
+                &(G){.ns = "default",
+                     .o1 = timage(t, "expired", tdigest(3),
+                                  tlabels(t, 1, "berth.io/gc.expire", "2001-01-01T00:00:00Z"))}));
     /* unexpired image */
     content(t, "default", tdigest(4), NULL);
-    T_OK(twrite(t, f_image, &(G){.ns = "default",
-                                 .o1 = timage(t, "fresh", tdigest(4), tlabels(t, 1, "berth.io/gc.expire", "2999-01-01T00:00:00Z"))}));
+    T_OK(twrite(t, f_image,
+                &(G){.ns = "default",
+                     .o1 = timage(t, "fresh", tdigest(4),
+                                  tlabels(t, 1, "berth.io/gc.expire", "2999-01-01T00:00:00Z"))}));
     /* container: snapshot and label refs */
     snap(t, "default", "base", NULL, NULL);
     content(t, "default", tdigest(5), NULL);
@@ -258,8 +264,10 @@ static void test_roots(void **state)
     T_OK(twrite(t, f_prep_begin, &p));
     meta_snap_plan_free(&p.plan);
     T_OK(twrite(t, f_prep_end, &p));
-    T_OK(twrite(t, f_ctr, &(G){.ns = "default",
-                               .o1 = tcontainer(t, "c1", "img", "ctr-rw", tlabels(t, 1, "berth.io/gc.ref.content.spec", tdigest(5)))}));
+    T_OK(twrite(t, f_ctr,
+                &(G){.ns = "default",
+                     .o1 = tcontainer(t, "c1", "img", "ctr-rw",
+                                      tlabels(t, 1, "berth.io/gc.ref.content.spec", tdigest(5)))}));
     /* ingest expecting a digest: its record (if any) and blob stay */
     content(t, "default", tdigest(6), NULL);
     T_OK(twrite(t, f_ingest, &(G){.ns = "default", .s1 = "pull-1", .s2 = tdigest(6)}));
@@ -296,8 +304,9 @@ static void test_orphans(void **state)
     char *id = snap(t, "default", "s", NULL, NULL);
     char sid[24];
     snprintf(sid, sizeof(sid), "%s", id);
-    T_OK(twrite(t, f_orphans, &(G){.o1 = tstrs(t, 4, tdigest(1), tdigest(2), tdigest(3), tdigest(4)),
-                                   .o2 = tstrs(t, 2, sid, "999")}));
+    T_OK(twrite(t, f_orphans,
+                &(G){.o1 = tstrs(t, 4, tdigest(1), tdigest(2), tdigest(3), tdigest(4)),
+                     .o2 = tstrs(t, 2, sid, "999")}));
     assert_int_equal(tlen(&t->res, "content"), 2);
     assert_true(in_list(tget(&t->res, "content"), tdigest(2)));
     assert_true(in_list(tget(&t->res, "content"), tdigest(4)));
@@ -333,7 +342,8 @@ static void test_collect_then_commit_is_aborted(void **state)
     G g = collect(t);
     assert_int_equal(g.st.blobs_tombstoned, 1);
     /* until the backend deleted it, nobody may reference it again */
-    T_FAIL(twrite(t, f_commit, &(G){.ns = "other", .s1 = tdigest(9)}), BERTH_E_ABORTED, "garbage collection");
+    T_FAIL(twrite(t, f_commit, &(G){.ns = "other", .s1 = tdigest(9)}), BERTH_E_ABORTED,
+           "garbage collection");
     T_OK(twrite(t, f_done, &(G){.o1 = tstrs(t, 1, tdigest(9))}));
     content(t, "other", tdigest(9), NULL);
 }
@@ -403,7 +413,9 @@ static void test_lock_time_1000_images(void **state)
     assert_int_equal(meta_db_write_batch(t->db, (meta_wop_t *[]){&op}, 1, &held, NULL), 0);
     assert_null(op.err);
     meta_wop_destroy(&op);
-    fprintf(stderr, "gc over 1000 images / 5000 blobs: lock held %llu ms (mark %llu us, sweep %llu us), %zu nodes, %zu swept\n",
+    fprintf(stderr,
+            "gc over 1000 images / 5000 blobs: lock held %llu ms (mark %llu us, sweep %llu us), "
+            "%zu nodes, %zu swept\n",
             (unsigned long long)held, (unsigned long long)g.st.mark_us,
             (unsigned long long)g.st.sweep_us, g.st.nodes, g.st.content_removed);
     /* Pool blobs no image picked, plus the 500 extra ones. */

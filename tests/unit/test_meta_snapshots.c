@@ -19,11 +19,13 @@ typedef struct {
         return call;                                                                               \
     }
 
-WRAP(f_prep_begin, meta_snap_prepare_begin(tx, a->ns, a->key, a->parent, a->labels, a->flag, &a->plan, err))
+WRAP(f_prep_begin,
+     meta_snap_prepare_begin(tx, a->ns, a->key, a->parent, a->labels, a->flag, &a->plan, err))
 WRAP(f_prep_end, meta_snap_prepare_end(tx, a->ns, a->key, a->flag, err))
 WRAP(f_resolve, meta_snap_resolve(tx, a->ns, a->key, &a->plan, err))
 WRAP(f_commit_begin, meta_snap_commit_begin(tx, a->ns, a->name, a->key, &a->plan, err))
-WRAP(f_commit_end, meta_snap_commit_end(tx, a->ns, a->name, a->key, a->labels, a->flag, &a->plan, err))
+WRAP(f_commit_end,
+     meta_snap_commit_end(tx, a->ns, a->name, a->key, a->labels, a->flag, &a->plan, err))
 WRAP(f_remove, meta_snap_remove(tx, a->ns, a->key, &a->plan, err))
 WRAP(f_stat, meta_snap_stat(tx, a->ns, a->key, err))
 WRAP(f_update, meta_snap_update(tx, a->ns, a->key, a->labels, a->fields, err))
@@ -129,7 +131,8 @@ static void test_prepare_commit_chain(void **state)
            BERTH_E_FAILED_PRECONDITION, "already committed");
 
     /* errors */
-    T_FAIL(twrite(t, f_prep_begin, &(S){.ns = "default", .key = "ctr-rw"}), BERTH_E_ALREADY_EXISTS, NULL);
+    T_FAIL(twrite(t, f_prep_begin, &(S){.ns = "default", .key = "ctr-rw"}), BERTH_E_ALREADY_EXISTS,
+           NULL);
     T_FAIL(twrite(t, f_prep_begin, &(S){.ns = "default", .key = "k", .parent = "ghost"}),
            BERTH_E_NOT_FOUND, "parent snapshot ghost");
     T_FAIL(twrite(t, f_prep_begin, &(S){.ns = "default", .key = "k", .parent = "ctr-rw"}),
@@ -246,14 +249,21 @@ static void test_update_labels(void **state)
 {
     tenv_t *t = *state;
     prepare(t, "default", "k", NULL, false);
-    T_OK(twrite(t, f_update, &(S){.ns = "default", .key = "k", .labels = tlabels(t, 2, "a", "1", "b", "2")}));
+    T_OK(twrite(t, f_update,
+                &(S){.ns = "default", .key = "k", .labels = tlabels(t, 2, "a", "1", "b", "2")}));
     assert_str(tstr(&t->res, "info.labels.a"), "1");
-    T_OK(twrite(t, f_update, &(S){.ns = "default", .key = "k", .labels = tlabels(t, 1, "a", "9"),
-                                  .fields = tstrs(t, 1, "labels.a")}));
+    T_OK(twrite(t, f_update,
+                &(S){.ns = "default",
+                     .key = "k",
+                     .labels = tlabels(t, 1, "a", "9"),
+                     .fields = tstrs(t, 1, "labels.a")}));
     assert_str(tstr(&t->res, "info.labels.a"), "9");
     assert_str(tstr(&t->res, "info.labels.b"), "2");
-    T_FAIL(twrite(t, f_update, &(S){.ns = "default", .key = "k", .labels = tlabels(t, 0),
-                                    .fields = tstrs(t, 1, "kind")}),
+    T_FAIL(twrite(t, f_update,
+                  &(S){.ns = "default",
+                       .key = "k",
+                       .labels = tlabels(t, 0),
+                       .fields = tstrs(t, 1, "kind")}),
            BERTH_E_INVALID_ARGUMENT, "cannot update field kind");
     T_OK(tread(t, f_list, &(S){.ns = "default", .labels = tstrs(t, 1, "labels.b==2")}));
     assert_int_equal(tlen(&t->res, "infos"), 1);
@@ -274,7 +284,8 @@ static void test_share_across_namespaces_on_prepare(void **state)
     commit(t, "a", CHAIN2, "extract-2");
 
     /* ns b prepares with snapshot.ref = CHAIN1: shared, reported existing */
-    S s = {.ns = "b", .key = "extract-b1", .labels = tlabels(t, 1, "berth.io/snapshot.ref", CHAIN1)};
+    S s = {
+        .ns = "b", .key = "extract-b1", .labels = tlabels(t, 1, "berth.io/snapshot.ref", CHAIN1)};
     T_OK(twrite(t, f_prep_begin, &s));
     assert_true(s.plan.exists);
     assert_string_equal(s.plan.id, id1);
@@ -289,7 +300,9 @@ static void test_share_across_namespaces_on_prepare(void **state)
     assert_true(s.plan.exists);
     meta_snap_plan_free(&s.plan);
     /* layer 2 on top of the shared layer 1 */
-    s = (S){.ns = "b", .key = "extract-b2", .parent = CHAIN1,
+    s = (S){.ns = "b",
+            .key = "extract-b2",
+            .parent = CHAIN1,
             .labels = tlabels(t, 1, "containerd.io/snapshot.ref", CHAIN2)};
     T_OK(twrite(t, f_prep_begin, &s));
     assert_true(s.plan.exists);

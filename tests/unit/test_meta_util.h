@@ -210,7 +210,10 @@ static inline int twrite_lease(tenv_t *t, const char *lease, tbody_fn fn, void *
     return rc;
 }
 
-static inline int twrite(tenv_t *t, tbody_fn fn, void *a) { return twrite_lease(t, NULL, fn, a); }
+static inline int twrite(tenv_t *t, tbody_fn fn, void *a)
+{
+    return twrite_lease(t, NULL, fn, a);
+}
 
 static inline int tread(tenv_t *t, tbody_fn fn, void *a)
 {
@@ -296,5 +299,5 @@ static inline long tlen(const msgpack_object *o, const char *path)
     do {                                                                                           \
         const char *a_ = (a), *b_ = (b);                                                           \
         if (!a_ || strcmp(a_, b_) != 0)                                                            \
-            fail_msg("%s is \"%s\", expected \"%s\"", #a, a_ ? a_ : "(null)", b_);                \
+            fail_msg("%s is \"%s\", expected \"%s\"", #a, a_ ? a_ : "(null)", b_);                 \
     } while (0)

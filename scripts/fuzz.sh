@@ -23,6 +23,7 @@ mkdir -p "$BUILD/fuzz/logs"
 
 # Sanitizer findings are crashes; UBSan's are recoverable by default.
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}
+export UBSAN_OPTIONS="$UBSAN_OPTIONS:suppressions=$SRC/tests/fuzz/ubsan.supp"
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1}
 
 # Per-target input size limit (bytes): tar layers and documents need room.
@@ -57,10 +58,13 @@ for f in $targets; do
     rc=0
     # shellcheck disable=SC2086 # $dict is one word or empty
     "$f" -max_total_time="$SECONDS_EACH" -timeout=25 -rss_limit_mb=2048 \
+        -error_exitcode=1 -timeout_exitcode=1 \
         -max_len="$(max_len "$name")" -print_final_stats=1 $dict \
         -artifact_prefix="$work/" "$work" "$seeds" >"$log" 2>&1 || rc=$?
     runs=$(sed -n 's/^Done \([0-9]*\) runs in \([0-9]*\) second.*/\1 runs in \2 s/p' "$log" | tail -1)
     cov=$(grep -o 'cov: [0-9]*' "$log" | tail -1 || true)
+    # 77 is what a target exits with when it cannot run here (libFuzzer's own
+    # crash exit code is set to 1 above, so the two cannot be confused).
     if [ "$rc" -eq 77 ]; then
         echo "   skipped: $(tail -1 "$log")"
         summary="$summary\n$name: skipped"

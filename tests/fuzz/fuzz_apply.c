@@ -23,7 +23,12 @@
  *    (overlay_apply_force_walk); both must succeed or fail together and
  *    produce the same tree and result.
  * Needs root (CAP_SYS_ADMIN for the namespace and mounts, CAP_MKNOD for
- * whiteouts); otherwise it exits 77 (skipped). */
+ * whiteouts); otherwise it exits 77 (skipped).
+ *
+ * BERTH_FUZZ_APPLY_SELFTEST=1 proves the detectors work: it checks that a
+ * host path is read-only (exit 0 with "selftest FAILED" if not), then after
+ * the first apply the harness itself writes ../canary/file through the root
+ * fd, which must abort as an ESCAPE (ctest runs it with WILL_FAIL). */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -60,6 +65,8 @@
 #define LIST_MAX_DEPTH 64
 
 /* ---- once per process: read-only host in a private mount namespace ------- */
+
+static bool selftest;
 
 static void make_writable(const char *path)
 {
@@ -129,6 +136,20 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
         }
     }
     overlay_apply_global_init();
+    if (getenv("BERTH_FUZZ_APPLY_SELFTEST")) {
+        selftest = true;
+        int fd = open("/etc/.berth-fuzz-apply-selftest", O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+        if (fd >= 0 || errno != EROFS) {
+            fprintf(stderr, "fuzz_apply: selftest FAILED: the host is writable (%s)\n",
+                    fd >= 0 ? "created a file in /etc" : strerror(errno));
+            if (fd >= 0) {
+                close(fd);
+                unlink("/etc/.berth-fuzz-apply-selftest");
+            }
+            exit(0);
+        }
+        fprintf(stderr, "fuzz_apply: selftest: host read-only (EROFS), now escaping on purpose\n");
+    }
     return 0;
 }
 
@@ -145,7 +166,12 @@ static int new_tmpfs(void)
     int m = fsmount(fs, FSMOUNT_CLOEXEC, MOUNT_ATTR_NODEV | MOUNT_ATTR_NOSUID);
     CHECK(m >= 0);
     close(fs);
-    return m;
+    /* The fsmount fd is an O_PATH one (no readdir): use a real directory fd,
+     * which keeps the detached mount alive just as well. */
+    int r = openat(m, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    CHECK(r >= 0);
+    close(m);
+    return r;
 }
 
 static void put_file(int dfd, const char *name, const char *content, mode_t mode)
@@ -202,7 +228,9 @@ static void list_tree(FILE *out, int dfd, const char *rel, int depth)
         fprintf(out, "%s/ (deeper levels not listed)\n", rel);
         return;
     }
-    int d2 = dup(dfd);
+    /* A new open file description: a dup() would share (and leave at EOF)
+     * the directory offset of dfd. */
+    int d2 = openat(dfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     CHECK(d2 >= 0);
     DIR *d = fdopendir(d2);
     CHECK(d);
@@ -216,7 +244,8 @@ static void list_tree(FILE *out, int dfd, const char *rel, int depth)
         names[n++] = strdup(de->d_name);
     }
     closedir(d);
-    qsort(names, n, sizeof(*names), cmp_name);
+    if (n)
+        qsort(names, n, sizeof(*names), cmp_name);
     for (size_t i = 0; i < n; i++) {
         struct stat st;
         CHECK(fstatat(dfd, names[i], &st, AT_SYMLINK_NOFOLLOW) == 0);
@@ -268,7 +297,7 @@ static char *list_outside(int m)
     struct stat st;
     CHECK(fstat(m, &st) == 0);
     fprintf(out, "/ %o %u:%u\n", (unsigned)st.st_mode, (unsigned)st.st_uid, (unsigned)st.st_gid);
-    DIR *d = fdopendir(dup(m));
+    DIR *d = fdopendir(openat(m, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
     CHECK(d);
     struct dirent *de;
     char **names = NULL;
@@ -279,7 +308,8 @@ static char *list_outside(int m)
             names[n++] = strdup(de->d_name);
         }
     closedir(d);
-    qsort(names, n, sizeof(*names), cmp_name);
+    if (n)
+        qsort(names, n, sizeof(*names), cmp_name);
     for (size_t i = 0; i < n; i++) {
         CHECK(fstatat(m, names[i], &st, AT_SYMLINK_NOFOLLOW) == 0);
         fprintf(out, "%s %o %u:%u\n", names[i], (unsigned)st.st_mode, (unsigned)st.st_uid,
@@ -353,6 +383,11 @@ static void apply_once(int blobfd, overlay_comp_t comp, bool walk, outcome_t *ou
         CHECK(!err);
     }
     berth_error_free(&err);
+    if (selftest) {
+        int fd = openat(rootfd, "../canary/file", O_WRONLY | O_APPEND | O_CLOEXEC);
+        CHECK(fd >= 0 && write(fd, "x", 1) == 1);
+        close(fd);
+    }
 
     char *after = list_outside(m);
     if (strcmp(before, after) != 0) {

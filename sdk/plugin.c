@@ -930,5 +930,14 @@ int berth_plugin_main(const berth_plugin_desc_t *desc, int argc, char **argv)
     uv_run(&p->loop, UV_RUN_DEFAULT);
     int code = p->exit_code;
     uv_loop_close(&p->loop);
+    /* Free what the plugin owned so leak checkers see a clean exit. */
+    ipc_idmap_destroy(&p->reqs);
+    ipc_idmap_destroy(&p->calls);
+    if (p->cfg_zone)
+        msgpack_zone_free(p->cfg_zone);
+    free(p->root);
+    free(p->state);
+    free(p->daemon_root);
+    free(p);
     return code;
 }

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* berth-content: the content store plugin process. Registers the content.*
  * methods, opens the store under <root>/content at init (recovering from a
- * crash: leftovers swept, ingests kept resumable) and runs the SDK loop. */
+ * crash: leftovers swept, ingests kept resumable), confines itself with a
+ * seccomp allowlist and runs the SDK loop. */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -76,6 +77,33 @@ static int take_root_lock(content_plugin_t *cp, const char *root, berth_error_t 
                            "another berth-content holds %s; stop it first", path);
 }
 
+/* The sandbox (docs/security.md, "Plugin sandboxes"). This process reads and
+ * writes files under its root, hashes, and talks to the core over the fd it
+ * was given: it never runs a program, mounts, traces, opens a socket or
+ * signals another process. Two stacked filters, because the kernel applies
+ * the strictest verdict of all: the SDK's allowlist (its base set plus
+ * `extra`; anything else kills the process), then a denylist of what that
+ * base set allows but we never use. Applied after the store is open, before
+ * the first request; the libuv pool threads are started later and inherit
+ * both filters. */
+static int content_sandbox(berth_plugin_t *p, berth_error_t **err)
+{
+    /* restart_syscall: the kernel's own resumption of an interrupted
+     * nanosleep/poll (after SIGSTOP/SIGCONT, e.g. a debugger or a test). */
+    static const char *const extra[] = {"restart_syscall", NULL};
+    static const char *const denied[] = {
+        /* never needed: the list, kept explicit here */
+        "execve", "execveat", "mount", "umount2", "ptrace", "process_vm_readv",
+        "process_vm_writev", "pivot_root", "chroot", "setns", "unshare", "fork", "vfork",
+        /* allowed by the SDK base set, not used after init */
+        "socket", "socketpair", "connect", "bind", "listen", "accept", "accept4", "kill",
+        "setsid", NULL};
+    if (berth_plugin_sandbox(p, extra, NULL, err) < 0 ||
+        berth_plugin_sandbox(p, NULL, denied, err) < 0)
+        return berth_error_wrap(err, "content sandbox");
+    return 0;
+}
+
 static int content_init(berth_plugin_t *p, berth_error_t **err)
 {
     content_plugin_t *cp = berth_plugin_data(p);
@@ -89,6 +117,8 @@ static int content_init(berth_plugin_t *p, berth_error_t **err)
     if (!cp->store)
         return berth_error_wrap(err, "open content store in %s", root);
     content_store_set_direct_io(cp->store, cp->direct_io);
+    if (content_sandbox(p, err) < 0)
+        return -1;
     berth_log(BERTH_LOG_INFO, "msg=\"content store open\" root=%s sync_bytes=%llu direct_io=%s",
               root, (unsigned long long)cp->sync_bytes, cp->direct_io ? "true" : "false");
     return 0;

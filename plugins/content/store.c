@@ -18,6 +18,7 @@
 
 #include <openssl/evp.h>
 
+#include "berth/failpoint.h"
 #include "berth/log.h"
 #include "store.h"
 
@@ -1001,6 +1002,10 @@ int content_ingest_sync(content_ingest_t *ing, berth_error_t **err)
         return berth_error_errno(err, errno, "sync data of ref %s", ing->ref);
     if (put_u64(ing->dirfd, "offset", w, true) < 0)
         return berth_error_errno(err, errno, "record offset of ref %s", ing->ref);
+    /* Crash tests: dies (or pauses) right after a durable offset was
+     * recorded, i.e. in the middle of a write. */
+    if (berth_failpoint("content.ingest.after_sync") < 0)
+        return berth_error_errno(err, EIO, "sync data of ref %s (failpoint)", ing->ref);
     int64_t now = berth_now_ns();
     __atomic_store_n(&ing->updated_at, now, __ATOMIC_RELEASE);
     put_i64(ing->dirfd, "updatedat", now); /* informational: not fsynced */
@@ -1029,6 +1034,10 @@ int content_ingest_write_data(content_ingest_t *ing, uint64_t offset, const void
                                ing->ref, n, offset, ing->total);
     if (n == 0)
         return 0;
+    /* Fault tests: "error" is an I/O error on the data file (the ingest stays
+     * resumable from its durable offset), "crash" a kill -9 mid-write. */
+    if (berth_failpoint("content.ingest.write") < 0)
+        return berth_error_errno(err, EIO, "write data of ref %s (failpoint)", ing->ref);
     if (ing->stage) {
         const uint8_t *c = p;
         size_t left = n;
@@ -1141,6 +1150,10 @@ int content_ingest_commit(content_ingest_t *ing, uint64_t size, const char *expe
         return berth_error_errno(err, errno, "sync data of ref %s", ing->ref);
     if (fchmod(ing->datafd, 0444) < 0)
         return berth_error_errno(err, errno, "make data of ref %s read-only", ing->ref);
+    /* Crash tests: the data is durable and verified but not yet a blob. */
+    if (berth_failpoint("content.commit.before_link") < 0)
+        return berth_error_errno(err, EIO, "commit %s of ref %s (failpoint)", out->digest,
+                                 ing->ref);
     /* link(), not rename(): it fails with EEXIST instead of replacing, which
      * is how two writers of the same bytes learn who was first. The ingest
      * keeps its data until content_ingest_discard(). */
@@ -1154,6 +1167,11 @@ int content_ingest_commit(content_ingest_t *ing, uint64_t size, const char *expe
     ing->committed = true;
     if (fsync(s->blobs_fd) < 0)
         return berth_error_errno(err, errno, "sync %s", s->blobs);
+    /* Crash tests: the blob exists on disk, metadata has not recorded it and
+     * the ingest directory still holds a second name of it. */
+    if (berth_failpoint("content.commit.after_link") < 0)
+        return berth_error_errno(err, EIO, "commit %s of ref %s (failpoint)", out->digest,
+                                 ing->ref);
     return 0;
 }
 

@@ -11,8 +11,11 @@
 #include <regex.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/mount.h>
+#include <sys/ptrace.h>
 #include <unistd.h>
 
+#include "berth/failpoint.h"
 #include "internal.h"
 
 #define READ_CHUNK (1u << 20) /* protocol limit for a bin chunk */
@@ -360,11 +363,46 @@ static int run_abort(simple_job_t *j, berth_error_t **err)
     return content_ingest_abort(j->cp->store, j->ns, j->s1, err);
 }
 
+/* Test hook (BERTH_FAILPOINTS=content.sandbox_probe=error): `content abort
+ * sandbox-probe-SYSCALL` makes that forbidden syscall (execve, mount or
+ * ptrace) on the loop thread, so tests/e2e/sandbox.bats can prove that the
+ * seccomp filter kills this process with SIGSYS and that the core restarts
+ * it. The arguments are harmless: without a sandbox the call just fails and
+ * the request says so. content.abort is not idempotent, so the core does not
+ * re-send the fatal request to the restarted instance. */
+static bool sandbox_probe(berth_req_t *r, const char *ref)
+{
+    static const char prefix[] = "sandbox-probe-";
+    if (strncmp(ref, prefix, sizeof(prefix) - 1) != 0 ||
+        berth_failpoint("content.sandbox_probe") == 0)
+        return false;
+    const char *what = ref + sizeof(prefix) - 1;
+    int rc = -1;
+    errno = EINVAL;
+    if (strcmp(what, "execve") == 0) {
+        char *const argv[] = {"/nonexistent/berth-sandbox-probe", NULL};
+        char *const envp[] = {NULL};
+        rc = execve(argv[0], argv, envp);
+    } else if (strcmp(what, "mount") == 0) {
+        rc = mount("none", "/nonexistent/berth-sandbox-probe", "tmpfs", 0, NULL);
+    } else if (strcmp(what, "ptrace") == 0) {
+        rc = (int)ptrace(PTRACE_PEEKDATA, 0, NULL, NULL);
+    }
+    berth_req_failf(r, BERTH_E_FAILED_PRECONDITION,
+                    "sandbox probe %s was not stopped by the sandbox (rc=%d: %s)", what, rc,
+                    strerror(errno));
+    return true;
+}
+
 static void handle_abort(berth_req_t *r, const msgpack_object *params)
 {
     char *ref = NULL;
     if (req_str(r, params, "ref", &ref) < 0)
         return;
+    if (sandbox_probe(r, ref)) {
+        free(ref);
+        return;
+    }
     simple_job_t *j = simple_job_new(r, run_abort);
     if (!j) {
         free(ref);

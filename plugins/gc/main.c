@@ -3,11 +3,15 @@
  * through metadata and the backends (run.c) and serves gc.run, gc.sync and
  * gc.status (handlers.c). It owns no data: metadata marks and tombstones,
  * content and snapshot-overlay delete, so this process can crash or be
- * replaced at any point and the next collection picks up where it stopped. */
+ * replaced at any point and the next collection picks up where it stopped.
+ * After init it confines itself with seccomp (gc_sandbox). */
+#include <errno.h>
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
+#include "berth/failpoint.h"
 #include "internal.h"
 
 /* Topics that may leave garbage behind (a deletion) or change what is
@@ -101,11 +105,26 @@ void gc_run_finished(gc_t *g, const gc_stats_t *st, bool ok, const char *error)
 
 /* ---- events ------------------------------------------------------------------- */
 
+/* Test hook (BERTH_FAILPOINTS=gc.sandbox_probe=error): the next event makes
+ * gc call execve, which its sandbox must answer by killing the process
+ * (SIGSYS; tests/e2e/sandbox.bats). Harmless without a sandbox. */
+static void sandbox_probe(void)
+{
+    if (berth_failpoint("gc.sandbox_probe") == 0)
+        return;
+    char *const argv[] = {"/nonexistent/berth-sandbox-probe", NULL};
+    char *const envp[] = {NULL};
+    execve(argv[0], argv, envp);
+    berth_log(BERTH_LOG_ERROR, "msg=\"sandbox probe execve was not stopped by the sandbox\" err=\"%s\"",
+              strerror(errno));
+}
+
 static void on_event(berth_call_t *c, const msgpack_object *data, void *ud)
 {
     gc_t *g = ud;
     if (!data || data->type != MSGPACK_OBJECT_MAP)
         return;
+    sandbox_probe();
     berth_error_t *err = NULL;
     const char *topic = NULL;
     size_t tlen = 0;
@@ -196,6 +215,32 @@ void gc_subscribe(gc_t *g)
 
 /* ---- plugin ------------------------------------------------------------------- */
 
+/* The sandbox (docs/security.md, "Plugin sandboxes"). gc owns no data: after
+ * init it only talks to the core over its inherited fd and keeps timers. It
+ * never runs programs, mounts, traces, opens sockets, signals others, nor
+ * changes files (deleting is content's and snapshot-overlay's job, asked
+ * through the core). Two stacked filters: the SDK's allowlist (base set plus
+ * `extra`, anything else kills), then a denylist of the base set's calls we
+ * never make; the kernel applies the strictest verdict. */
+static int gc_sandbox(berth_plugin_t *p, berth_error_t **err)
+{
+    static const char *const extra[] = {"restart_syscall", NULL};
+    static const char *const denied[] = {
+        "execve", "execveat", "mount", "umount2", "ptrace", "process_vm_readv",
+        "process_vm_writev", "pivot_root", "chroot", "setns", "unshare", "fork", "vfork",
+        "socket", "socketpair", "connect", "bind", "listen", "accept", "accept4", "kill",
+        "setsid",
+        /* no file changes */
+        "unlink", "unlinkat", "rename", "renameat", "renameat2", "mkdir", "mkdirat", "rmdir",
+        "link", "linkat", "symlink", "symlinkat", "chmod", "fchmod", "fchmodat", "chown",
+        "fchown", "fchownat", "lchown", "truncate", "ftruncate", "fallocate", "utimensat",
+        "copy_file_range", "sendfile", "splice", NULL};
+    if (berth_plugin_sandbox(p, extra, NULL, err) < 0 ||
+        berth_plugin_sandbox(p, NULL, denied, err) < 0)
+        return berth_error_wrap(err, "gc sandbox");
+    return 0;
+}
+
 static int gc_init(berth_plugin_t *p, berth_error_t **err)
 {
     gc_t *g = berth_plugin_data(p);
@@ -211,6 +256,8 @@ static int gc_init(berth_plugin_t *p, berth_error_t **err)
     gc_sched_init(&g->sched, &g->cfg, uv_hrtime());
     gc_subscribe(g);
     gc_arm(g);
+    if (gc_sandbox(p, err) < 0)
+        return -1;
     berth_log(BERTH_LOG_INFO,
               "msg=\"gc ready\" pause_threshold=%g deletion_threshold=%u mutation_threshold=%u "
               "schedule_delay_ms=%.1f startup_delay_ms=%.1f orphan_scan=%s",

@@ -367,14 +367,29 @@ static void handle_crash(berth_req_t *r, const msgpack_object *params)
     abort();
 }
 
+static void freeze_now(uv_timer_t *t)
+{
+    uint64_t ms = *(uint64_t *)t->data;
+    free(t->data);
+    uv_close((uv_handle_t *)t, (uv_close_cb)free);
+    /* Deliberately blocks the loop: nothing, not even plugin.health, is
+     * answered meanwhile. */
+    usleep((useconds_t)(ms > 600000 ? 600000 : ms) * 1000);
+}
+
 static void handle_freeze(berth_req_t *r, const msgpack_object *params)
 {
     uint64_t ms = 1000;
     berth_mp_get_u64(params, "ms", &ms, NULL);
+    /* Replies go out when the loop is about to poll (writes are batched per
+     * loop turn), so block a little later, after the reply has left. */
+    uv_timer_t *t = malloc(sizeof(*t));
+    uint64_t *arg = malloc(sizeof(*arg));
+    *arg = ms;
+    uv_timer_init(berth_plugin_loop(berth_req_plugin(r)), t);
+    t->data = arg;
+    uv_timer_start(t, freeze_now, 20, 0);
     berth_req_reply_empty(r);
-    /* Deliberately blocks the loop: nothing, not even plugin.health, is
-     * answered meanwhile. */
-    usleep((useconds_t)(ms > 600000 ? 600000 : ms) * 1000);
 }
 
 static void handle_internal(berth_req_t *r, const msgpack_object *params)

@@ -132,7 +132,7 @@ plugin_field() { # ID FIELD
 @test "kill -9 of the echo plugin during 2,000 idempotent calls: zero failures, one restart" {
     start_echo
     old=$(berth_plugin_pid echo)
-    berth_rpc load echo.echo 2000 4 '{"data": "x", "delay_ms": 2}' >"$BERTH_TEST_DIR/load.out" 2>&1 &
+    berth_rpc load echo.echo 2000 4 '{"data": "x", "delay_ms": 3}' >"$BERTH_TEST_DIR/load.out" 2>&1 &
     BG_PID=$!
     sleep 0.4
     kill -0 "$BG_PID" # the load is still running
@@ -175,7 +175,7 @@ plugin_field() { # ID FIELD
 @test "plugins replace under load: zero failures, the new pid serves, the old one is gone" {
     start_echo
     old=$(berth_plugin_pid echo)
-    berth_rpc load echo.echo 2000 4 '{"data": "x", "delay_ms": 2}' >"$BERTH_TEST_DIR/load.out" 2>&1 &
+    berth_rpc load echo.echo 2000 4 '{"data": "x", "delay_ms": 3}' >"$BERTH_TEST_DIR/load.out" 2>&1 &
     BG_PID=$!
     sleep 0.4
     run berth_rpc call plugins.replace '{"id": "echo"}'

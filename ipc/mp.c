@@ -62,12 +62,14 @@ char *berth_mp_strdup(const msgpack_object *o)
 {
     if (!o || o->type != MSGPACK_OBJECT_STR)
         return NULL;
-    if (memchr(o->via.str.ptr, 0, o->via.str.size))
+    /* An empty msgpack string has a NULL pointer: no memchr/memcpy on it. */
+    if (o->via.str.size && memchr(o->via.str.ptr, 0, o->via.str.size))
         return NULL;
     char *s = malloc(o->via.str.size + 1);
     if (!s)
         return NULL;
-    memcpy(s, o->via.str.ptr, o->via.str.size);
+    if (o->via.str.size)
+        memcpy(s, o->via.str.ptr, o->via.str.size);
     s[o->via.str.size] = 0;
     return s;
 }

@@ -6,7 +6,8 @@
 # plus the inputs it found in earlier runs (tests/fuzz/corpus-run/<name>/,
 # git-ignored: new inputs go there, so the committed corpus only changes by
 # hand). A dictionary tests/fuzz/dict/<name>.dict is used when present.
-# Crash inputs land in tests/fuzz/corpus-run/<name>/crash-*; minimise one with
+# Crash inputs land in BUILD/fuzz/artifacts/<name>-crash-* (never in a corpus
+# dir, or the next run would stop on them at once); minimise one with
 #   BUILD/fuzz/fuzz_<name> -minimize_crash=1 -runs=20000 FILE
 # and save it as tests/fuzz/crashes/<name>-<short>.bin (replayed by
 # `make test`, see tests/fuzz/CMakeLists.txt). Logs: BUILD/fuzz/logs/.
@@ -19,7 +20,7 @@ SECONDS_EACH=${2:-60}
 SRC=$(cd "$(dirname "$0")/.." && pwd)
 case $BUILD in /*) ;; *) BUILD=$(pwd)/$BUILD ;; esac
 [ -d "$BUILD/fuzz" ] || { echo "fuzz: no $BUILD/fuzz: configure with -DBERTH_FUZZ=ON -DCMAKE_C_COMPILER=clang" >&2; exit 1; }
-mkdir -p "$BUILD/fuzz/logs"
+mkdir -p "$BUILD/fuzz/logs" "$BUILD/fuzz/artifacts"
 
 # Sanitizer findings are crashes; UBSan's are recoverable by default.
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}
@@ -51,6 +52,7 @@ for f in $targets; do
     seeds="$SRC/tests/fuzz/corpus/$name"
     work="$SRC/tests/fuzz/corpus-run/$name"
     log="$BUILD/fuzz/logs/$name.log"
+    art="$BUILD/fuzz/artifacts/$name-"
     mkdir -p "$work" "$seeds"
     dict=""
     [ -f "$SRC/tests/fuzz/dict/$name.dict" ] && dict="-dict=$SRC/tests/fuzz/dict/$name.dict"
@@ -60,8 +62,8 @@ for f in $targets; do
     "$f" -max_total_time="$SECONDS_EACH" -timeout=25 -rss_limit_mb=2048 \
         -error_exitcode=1 -timeout_exitcode=1 \
         -max_len="$(max_len "$name")" -print_final_stats=1 $dict \
-        -artifact_prefix="$work/" "$work" "$seeds" >"$log" 2>&1 || rc=$?
-    runs=$(sed -n 's/^Done \([0-9]*\) runs in \([0-9]*\) second.*/\1 runs in \2 s/p' "$log" | tail -1)
+        -artifact_prefix="$art" "$work" "$seeds" >"$log" 2>&1 || rc=$?
+    runs=$(sed -n 's/^stat::number_of_executed_units: *\([0-9]*\)/\1 runs/p' "$log" | tail -1)
     cov=$(grep -o 'cov: [0-9]*' "$log" | tail -1 || true)
     # 77 is what a target exits with when it cannot run here (libFuzzer's own
     # crash exit code is set to 1 above, so the two cannot be confused).
@@ -69,7 +71,7 @@ for f in $targets; do
         echo "   skipped: $(tail -1 "$log")"
         summary="$summary\n$name: skipped"
     elif [ "$rc" -ne 0 ]; then
-        echo "   CRASH (exit $rc): input in $work (crash-*/leak-*/timeout-*/oom-*); see $log" >&2
+        echo "   CRASH (exit $rc): input in $art* (crash/leak/timeout/oom); see $log" >&2
         grep -m3 -E 'ERROR|check failed|ESCAPE|runtime error|disagree' "$log" >&2 || true
         summary="$summary\n$name: CRASH after ${runs:-?}"
         status=1

@@ -444,9 +444,13 @@ int meta_parse_rfc3339(const char *s, size_t len, int64_t *out)
                     .tm_min = m,
                     .tm_sec = sec};
     int64_t secs = (int64_t)timegm(&tm) - off;
-    /* int64 ns reach year 2262: later times saturate (never expire). */
+    /* int64 ns reach years 1678..2262: later times saturate (never expire),
+     * earlier ones saturate to the far past (already expired) instead of
+     * overflowing into the future (found by fuzz_labels). */
     if (secs >= INT64_MAX / 1000000000LL)
         *out = INT64_MAX;
+    else if (secs <= INT64_MIN / 1000000000LL)
+        *out = INT64_MIN;
     else
         *out = secs * 1000000000LL + frac;
     return 0;

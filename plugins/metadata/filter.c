@@ -318,28 +318,35 @@ int meta_filter_parse_obj(const msgpack_object *filters, meta_filter_t **out, be
     for (size_t i = 0; i < n; i++) {
         const msgpack_object *o = &filters->via.array.ptr[i];
         if (o->type != MSGPACK_OBJECT_STR || o->via.str.size > 4096 ||
-            memchr(o->via.str.ptr, 0, o->via.str.size)) {
+            (o->via.str.size && memchr(o->via.str.ptr, 0, o->via.str.size))) {
             rc = berth_error_set(err, BERTH_E_INVALID_ARGUMENT,
                                  "filter %zu must be a string of at most 4096 bytes", i + 1);
             break;
         }
-        strs[i] = strndup(o->via.str.ptr, o->via.str.size);
+        strs[i] = o->via.str.size ? strndup(o->via.str.ptr, o->via.str.size) : strdup("");
         got++;
         if (!strs[i]) {
             rc = berth_error_set(err, BERTH_E_RESOURCE_EXHAUSTED, "out of memory");
             break;
         }
     }
-    /* An empty filter string (ctr passes none, but a client may) matches all. */
+    if (rc != 0) {
+        for (size_t i = 0; i < got; i++)
+            free(strs[i]);
+        free(strs);
+        return rc;
+    }
+    /* An empty filter string (ctr passes none, but a client may) matches all.
+     * After this compaction only strs[0..m) are live (a double free here was
+     * found by fuzz_filter). */
     size_t m = 0;
-    for (size_t i = 0; rc == 0 && i < n; i++)
+    for (size_t i = 0; i < n; i++)
         if (strs[i][0])
             strs[m++] = strs[i];
         else
             free(strs[i]);
-    if (rc == 0)
-        rc = meta_filter_parse((const char *const *)strs, m, out, err);
-    for (size_t i = 0; i < (rc == 0 ? m : got); i++)
+    rc = meta_filter_parse((const char *const *)strs, m, out, err);
+    for (size_t i = 0; i < m; i++)
         free(strs[i]);
     free(strs);
     return rc;

@@ -241,8 +241,15 @@ static bool group_find(const char *data, size_t len, const char *name, uint32_t 
 static int add_gid(rt_user_t *u, uint32_t gid, bool front, berth_error_t **err)
 {
     for (size_t i = 0; i < u->n_additional_gids; i++)
-        if (u->additional_gids[i] == gid)
+        if (u->additional_gids[i] == gid) {
+            /* Already listed: move it first when asked, so the primary gid
+             * always leads (found by fuzz_passwd). */
+            if (front && i > 0) {
+                memmove(u->additional_gids + 1, u->additional_gids, i * sizeof(gid));
+                u->additional_gids[0] = gid;
+            }
             return 0;
+        }
     if (u->n_additional_gids >= RT_MAX_GROUPS)
         return berth_error_set(err, BERTH_E_INVALID_ARGUMENT,
                                "the user belongs to more than %d groups", RT_MAX_GROUPS);

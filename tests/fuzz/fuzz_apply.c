@@ -55,8 +55,8 @@
 #define CHECK(cond)                                                                                \
     do {                                                                                           \
         if (!(cond)) {                                                                             \
-            fprintf(stderr, "fuzz_apply: check failed: %s (line %d, errno %s)\n", #cond,        \
-                    __LINE__, strerror(errno));                                                    \
+            fprintf(stderr, "fuzz_apply: check failed: %s (line %d, errno %s)\n", #cond, __LINE__, \
+                    strerror(errno));                                                              \
             abort();                                                                               \
         }                                                                                          \
     } while (0)
@@ -252,8 +252,7 @@ static void list_tree(FILE *out, int dfd, const char *rel, int depth)
         fprintf(out, "%s/%s %o %u:%u", rel, names[i], (unsigned)st.st_mode, (unsigned)st.st_uid,
                 (unsigned)st.st_gid);
         if (S_ISREG(st.st_mode))
-            fprintf(out, " size=%lld nlink=%lu", (long long)st.st_size,
-                    (unsigned long)st.st_nlink);
+            fprintf(out, " size=%lld nlink=%lu", (long long)st.st_size, (unsigned long)st.st_nlink);
         else if (S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode))
             fprintf(out, " dev=%u:%u", major(st.st_rdev), minor(st.st_rdev));
         if (S_ISLNK(st.st_mode)) {
@@ -374,8 +373,9 @@ static void apply_once(int blobfd, overlay_comp_t comp, bool walk, outcome_t *ou
         out->code = err->code;
         snprintf(out->msg, sizeof(out->msg), "%s", err->message);
         if (strstr(err->message, strerror(EROFS))) {
-            fprintf(stderr, "fuzz_apply: ESCAPE: the apply (%s) tried to write outside its root "
-                            "(into the read-only host): %s\n",
+            fprintf(stderr,
+                    "fuzz_apply: ESCAPE: the apply (%s) tried to write outside its root "
+                    "(into the read-only host): %s\n",
                     walk ? "walk" : "openat2", err->message);
             abort();
         }
@@ -439,10 +439,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         CHECK(strcmp(a.res.diff_id, want) == 0);
         CHECK(a.res.size == size);
     }
-    if (a.rc != b.rc || (a.rc == 0 && (strcmp(a.tree, b.tree) != 0 ||
-                                       strcmp(a.res.diff_id, b.res.diff_id) != 0 ||
-                                       a.res.entries != b.res.entries ||
-                                       a.res.whiteouts != b.res.whiteouts))) {
+    if (a.rc != b.rc ||
+        (a.rc == 0 && (strcmp(a.tree, b.tree) != 0 || strcmp(a.res.diff_id, b.res.diff_id) != 0 ||
+                       a.res.entries != b.res.entries || a.res.whiteouts != b.res.whiteouts))) {
         fprintf(stderr,
                 "fuzz_apply: openat2 and walk resolution disagree\n"
                 "--- openat2: rc=%d %s\n%s--- walk: rc=%d %s\n%s",

@@ -18,7 +18,7 @@
 #define CHECK(cond)                                                                                \
     do {                                                                                           \
         if (!(cond)) {                                                                             \
-            fprintf(stderr, "fuzz_auth: check failed: %s (line %d)\n", #cond, __LINE__);          \
+            fprintf(stderr, "fuzz_auth: check failed: %s (line %d)\n", #cond, __LINE__);           \
             abort();                                                                               \
         }                                                                                          \
     } while (0)

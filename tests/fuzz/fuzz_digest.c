@@ -18,7 +18,7 @@
 #define CHECK(cond)                                                                                \
     do {                                                                                           \
         if (!(cond)) {                                                                             \
-            fprintf(stderr, "fuzz_digest: check failed: %s (line %d)\n", #cond, __LINE__);        \
+            fprintf(stderr, "fuzz_digest: check failed: %s (line %d)\n", #cond, __LINE__);         \
             abort();                                                                               \
         }                                                                                          \
     } while (0)
@@ -46,8 +46,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     bool m_ok = meta_validate_digest(s, &err) == 0;
     berth_error_free(&err);
     if (c_ok != x_ok || c_ok != m_ok) {
-        fprintf(stderr, "fuzz_digest: implementations disagree on \"%s\": content %d, transfer %d, "
-                        "metadata %d\n",
+        fprintf(stderr,
+                "fuzz_digest: implementations disagree on \"%s\": content %d, transfer %d, "
+                "metadata %d\n",
                 s, c_ok, x_ok, m_ok);
         abort();
     }

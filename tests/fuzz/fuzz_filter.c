@@ -12,13 +12,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "berth/mp.h"
 #include "../../plugins/metadata/filter.h"
+#include "berth/mp.h"
 
 #define CHECK(cond)                                                                                \
     do {                                                                                           \
         if (!(cond)) {                                                                             \
-            fprintf(stderr, "fuzz_filter: check failed: %s (line %d)\n", #cond, __LINE__);        \
+            fprintf(stderr, "fuzz_filter: check failed: %s (line %d)\n", #cond, __LINE__);         \
             abort();                                                                               \
         }                                                                                          \
     } while (0)

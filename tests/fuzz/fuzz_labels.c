@@ -12,13 +12,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "berth/mp.h"
 #include "../../plugins/metadata/internal.h" /* meta_pack_labels_update (db.c) */
+#include "berth/mp.h"
 
 #define CHECK(cond)                                                                                \
     do {                                                                                           \
         if (!(cond)) {                                                                             \
-            fprintf(stderr, "fuzz_labels: check failed: %s (line %d)\n", #cond, __LINE__);        \
+            fprintf(stderr, "fuzz_labels: check failed: %s (line %d)\n", #cond, __LINE__);         \
             abort();                                                                               \
         }                                                                                          \
     } while (0)
@@ -37,8 +37,8 @@ static void build_old(void)
     berth_mp_kv_str(&old_buf.pk, "containerd.io/gc.ref.content.l.0",
                     "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef");
     berth_error_t *err = NULL;
-    CHECK(berth_mp_unpack(old_buf.buf.data, old_buf.buf.size, NULL, &old_zone, &old_labels,
-                          &err) == 0);
+    CHECK(berth_mp_unpack(old_buf.buf.data, old_buf.buf.size, NULL, &old_zone, &old_labels, &err) ==
+          0);
 }
 
 static void rfc3339(const char *s, size_t n)
@@ -47,6 +47,15 @@ static void rfc3339(const char *s, size_t n)
     if (meta_parse_rfc3339(s, n, &t) == 0) {
         char buf[32];
         meta_format_rfc3339(t, buf);
+        /* A time before 1970 is negative, one after it positive (offsets
+         * move it by less than 100 hours): an overflow that wraps a year-1000
+         * expiry into year 2167 shows here even without UBSan. */
+        int year = (s[0] - '0') * 1000 + (s[1] - '0') * 100 + (s[2] - '0') * 10 + (s[3] - '0');
+        if ((year < 1969 && t >= 0) || (year > 1970 && t <= 0)) {
+            fprintf(stderr, "fuzz_labels: \"%.*s\" parsed to %lld ns since 1970 (%s)\n", (int)n, s,
+                    (long long)t, buf);
+            abort();
+        }
     }
 }
 

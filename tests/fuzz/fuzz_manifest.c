@@ -16,7 +16,7 @@
 #define CHECK(cond)                                                                                \
     do {                                                                                           \
         if (!(cond)) {                                                                             \
-            fprintf(stderr, "fuzz_manifest: check failed: %s (line %d)\n", #cond, __LINE__);      \
+            fprintf(stderr, "fuzz_manifest: check failed: %s (line %d)\n", #cond, __LINE__);       \
             abort();                                                                               \
         }                                                                                          \
     } while (0)
@@ -51,8 +51,7 @@ static void check_export(const xfer_doc_t *doc)
     xfer_doc_t again;
     berth_error_t *err = NULL;
     if (xfer_doc_parse(js, len, XFER_MT_OCI_INDEX, &again, &err) < 0) {
-        fprintf(stderr, "fuzz_manifest: exported index does not parse: %s\n%s\n", err->message,
-                js);
+        fprintf(stderr, "fuzz_manifest: exported index does not parse: %s\n%s\n", err->message, js);
         abort();
     }
     CHECK(again.kind == XFER_DOC_INDEX);

@@ -3,7 +3,8 @@
  * and /etc/group (plugins/runtime-runc/user.c). Input: "USER\0PASSWD\0GROUP"
  * (missing parts: the file is absent). user.c has no entry point that takes
  * the file contents, so each run writes them into a scratch image root made
- * once per process and calls rt_user_resolve() on it. Checks: no id is
+ * once per process (a detached tmpfs when running as root) and calls
+ * rt_user_resolve() on it. Checks: no id is
  * (uint32_t)-1, the primary gid is the first supplementary group
  * (CVE-2023-25173), no group twice, at most 65536 groups. */
 #include <fcntl.h>
@@ -11,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -19,7 +21,7 @@
 #define CHECK(cond)                                                                                \
     do {                                                                                           \
         if (!(cond)) {                                                                             \
-            fprintf(stderr, "fuzz_passwd: check failed: %s (line %d)\n", #cond, __LINE__);        \
+            fprintf(stderr, "fuzz_passwd: check failed: %s (line %d)\n", #cond, __LINE__);         \
             abort();                                                                               \
         }                                                                                          \
     } while (0)
@@ -35,19 +37,36 @@ static void cleanup(void)
     }
     if (rootfd >= 0)
         unlinkat(rootfd, "etc", AT_REMOVEDIR);
-    rmdir(root);
+    if (root[0])
+        rmdir(root);
 }
 
+/* The scratch image root: a detached tmpfs when we may mount (nothing on the
+ * host to clean up, even when the fuzzer dies on a crash), else a temp dir
+ * removed at exit. */
 static void setup(void)
 {
-    snprintf(root, sizeof(root), "/tmp/berth-fuzz-passwd.XXXXXX");
-    CHECK(mkdtemp(root));
-    rootfd = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    CHECK(rootfd >= 0);
+    int fs = fsopen("tmpfs", FSOPEN_CLOEXEC);
+    if (fs >= 0 && fsconfig(fs, FSCONFIG_SET_STRING, "size", "16m", 0) == 0 &&
+        fsconfig(fs, FSCONFIG_CMD_CREATE, NULL, NULL, 0) == 0) {
+        int m = fsmount(fs, FSMOUNT_CLOEXEC, MOUNT_ATTR_NODEV | MOUNT_ATTR_NOSUID);
+        if (m >= 0) {
+            rootfd = openat(m, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+            close(m);
+        }
+    }
+    if (fs >= 0)
+        close(fs);
+    if (rootfd < 0) {
+        snprintf(root, sizeof(root), "/tmp/berth-fuzz-passwd.XXXXXX");
+        CHECK(mkdtemp(root));
+        rootfd = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        CHECK(rootfd >= 0);
+        atexit(cleanup);
+    }
     CHECK(mkdirat(rootfd, "etc", 0755) == 0);
     etcfd = openat(rootfd, "etc", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     CHECK(etcfd >= 0);
-    atexit(cleanup);
 }
 
 static void put(const char *name, const uint8_t *p, size_t n, bool present)

@@ -161,11 +161,85 @@ static void begin_shutdown(core_t *c, int signum)
     core_shutdown_check(c);
 }
 
+/* What SIGHUP needs to rebuild the config as at start. */
+static const char *reload_file;
+static core_overrides_t reload_ov;
+
+/* SIGHUP: re-reads the config file. The log level and format apply at once
+ * (unless given on the command line); every other changed key is named with
+ * what it takes to apply it. A config that does not parse or validate is
+ * refused and the running one kept. (Blocking read of a small local file:
+ * acceptable on the loop, once per signal.) */
+static void reload_config(core_t *c)
+{
+    berth_error_t *err = NULL;
+    json_t *user = NULL;
+    const char *path = reload_file;
+    if (!path && access(DEFAULT_CONFIG_FILE, F_OK) == 0)
+        path = DEFAULT_CONFIG_FILE;
+    if (path && !(user = core_config_read_file(path, &err))) {
+        berth_log(BERTH_LOG_ERROR, "msg=\"SIGHUP: config not reloaded, keeping the running one\" err=\"%s\"",
+                  err->message);
+        berth_error_free(&err);
+        return;
+    }
+    char *xdir = exe_dir();
+    core_config_t ncfg;
+    int r = core_config_build(&ncfg, user, &reload_ov, xdir, &err);
+    free(xdir);
+    json_decref(user);
+    if (r < 0) {
+        berth_log(BERTH_LOG_ERROR, "msg=\"SIGHUP: config not reloaded, keeping the running one\" err=\"%s\"",
+                  err->message);
+        berth_error_free(&err);
+        return;
+    }
+    const char *key;
+    json_t *nv;
+    int applied = 0, pending = 0;
+    json_object_foreach(ncfg.effective, key, nv) {
+        json_t *ov = json_object_get(c->cfg->effective, key);
+        if (ov && json_equal(ov, nv))
+            continue;
+        if (strcmp(key, "log_level") == 0) {
+            berth_log_level_current = ncfg.log_level;
+            json_object_set(c->cfg->effective, key, nv);
+            c->cfg->log_level = ncfg.log_level;
+            applied++;
+            berth_log(BERTH_LOG_INFO, "msg=\"SIGHUP: applied\" key=log_level value=%s", json_string_value(nv));
+        } else if (strcmp(key, "log_format") == 0) {
+            berth_log_set_json(ncfg.log_json);
+            c->cfg->log_json = ncfg.log_json;
+            json_object_set(c->cfg->effective, key, nv);
+            applied++;
+            berth_log(BERTH_LOG_INFO, "msg=\"SIGHUP: applied\" key=log_format value=%s", json_string_value(nv));
+        } else if (strcmp(key, "plugins") == 0) {
+            const char *id;
+            json_t *pv;
+            json_object_foreach(nv, id, pv) {
+                json_t *old = json_object_get(ov, id);
+                if (old && json_equal(old, pv))
+                    continue;
+                pending++;
+                berth_log(BERTH_LOG_WARN,
+                          "msg=\"SIGHUP: plugin config changed; apply it with `berth plugins restart %s`%s\" plugin=%s",
+                          id, old ? "" : " after restarting berthd (new plugin)", id);
+            }
+        } else {
+            pending++;
+            berth_log(BERTH_LOG_WARN, "msg=\"SIGHUP: changed key needs a berthd restart to apply\" key=%s", key);
+        }
+    }
+    berth_log(BERTH_LOG_INFO, "msg=\"SIGHUP: config reloaded\" file=%s applied=%d need_restart=%d",
+              path ? path : "(defaults)", applied, pending);
+    core_config_free(&ncfg);
+}
+
 static void on_signal(uv_signal_t *h, int signum)
 {
     core_t *c = h->data;
     if (signum == SIGHUP) {
-        berth_log(BERTH_LOG_INFO, "msg=\"SIGHUP ignored: restart berthd to apply config changes\"");
+        reload_config(c);
         return;
     }
     begin_shutdown(c, signum);
@@ -311,6 +385,8 @@ int main(int argc, char **argv)
 
     berth_log_init("berthd", (berth_log_level_t)cfg.log_level);
     berth_log_set_json(cfg.log_json);
+    reload_file = config_file;
+    reload_ov = ov;
     signal(SIGPIPE, SIG_IGN);
 
     static core_t core;

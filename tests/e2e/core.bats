@@ -501,3 +501,22 @@ with open(sys.argv[2], "w") as f:
     run berth_rpc call ext.echo '{"timeout_ms": 200}'
     [[ $output == *deadline_exceeded* ]]
 }
+
+@test "SIGHUP reloads the log level, names what needs a restart, and refuses a broken config" {
+    export BERTH_CONFIG_EXTRA='{"log_level": "info"}'
+    start_echo
+    jq '.log_level = "debug" | .request_timeout_ms = 12345' "$BERTH_CONFIG" >"$BERTH_CONFIG.new"
+    mv "$BERTH_CONFIG.new" "$BERTH_CONFIG"
+    kill -HUP "$BERTH_PID"
+    berth_wait_for 5 grep -q 'msg="SIGHUP: config reloaded"' "$BERTH_LOG"
+    grep -q 'msg="SIGHUP: applied" key=log_level value=debug' "$BERTH_LOG"
+    grep -q 'msg="SIGHUP: changed key needs a berthd restart to apply" key=request_timeout_ms' "$BERTH_LOG"
+    # debug lines now appear (core events are logged at debug)
+    berth_rpc call plugins.restart '{"id": "echo"}' >/dev/null
+    berth_wait_for 5 grep -q 'level=debug component=berthd msg="event"' "$BERTH_LOG"
+    # a broken file is refused, the daemon keeps serving
+    echo '{"log_level": "loud"' >"$BERTH_CONFIG"
+    kill -HUP "$BERTH_PID"
+    berth_wait_for 5 grep -q 'msg="SIGHUP: config not reloaded, keeping the running one"' "$BERTH_LOG"
+    berth_rpc call version >/dev/null
+}

@@ -221,9 +221,30 @@ static void reload_config(core_t *c)
                 if (old && json_equal(old, pv))
                     continue;
                 pending++;
-                berth_log(BERTH_LOG_WARN,
-                          "msg=\"SIGHUP: plugin config changed; apply it with `berth plugins restart %s`%s\" plugin=%s",
-                          id, old ? "" : " after restarting berthd (new plugin)", id);
+                /* Only the plugin's own `config` changed: hand the new one to
+                 * its next instance. enabled/path/args need a berthd restart. */
+                core_plugin_conf_t *pc = NULL, *npc = NULL;
+                for (size_t i = 0; i < c->cfg->n_plugins; i++)
+                    if (strcmp(c->cfg->plugins[i].id, id) == 0)
+                        pc = &c->cfg->plugins[i];
+                for (size_t i = 0; i < ncfg.n_plugins; i++)
+                    if (strcmp(ncfg.plugins[i].id, id) == 0)
+                        npc = &ncfg.plugins[i];
+                bool only_config = pc && npc && pc->enabled == npc->enabled &&
+                                   strcmp(pc->path, npc->path) == 0;
+                if (only_config) {
+                    json_t *nc = npc->config;
+                    json_incref(nc);
+                    json_decref(pc->config);
+                    pc->config = nc;
+                    berth_log(BERTH_LOG_WARN,
+                              "msg=\"SIGHUP: plugin config changed; apply it with `berth plugins restart %s`\" plugin=%s",
+                              id, id);
+                } else {
+                    berth_log(BERTH_LOG_WARN,
+                              "msg=\"SIGHUP: plugin added, removed, enabled or moved: needs a berthd restart\" plugin=%s",
+                              id);
+                }
             }
         } else {
             pending++;

@@ -40,6 +40,9 @@ fuzz: deps
 	cmake --build build-fuzz -j$(JOBS)
 	@scripts/fuzz.sh build-fuzz $${FUZZ_SECONDS:-60}
 
+torture: build
+	@scripts/torture.sh $(BUILD)
+
 bench: build
 	@for b in bench/bench_*.sh; do echo "== $$b"; bash $$b $(BUILD) || exit 1; done
 

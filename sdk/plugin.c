@@ -17,6 +17,10 @@
 #include "idmap.h"
 
 #define STREAM_WINDOW 8
+/* Above this many queued bytes on the core connection every stream's credit
+ * is 0 until the queue drains: many concurrent streams (each within its own
+ * window of 8 MiB-sized chunks) must not add up past the queue limit. */
+#define QUEUE_HIGH_WATER (16u * 1024 * 1024)
 
 struct berth_plugin_s {
     const berth_plugin_desc_t *desc;
@@ -32,6 +36,7 @@ struct berth_plugin_s {
     uint64_t event_seq;
     uv_signal_t sig_term, sig_int;
     bool ready, stopping;
+    bool starved; /* a stream was refused credit because of the queue */
     int exit_code;
 };
 
@@ -245,8 +250,19 @@ int berth_req_stream_send_bin(berth_req_t *r, const void *ptr, size_t n)
     return berth_req_stream_end_chunk(r);
 }
 
+static bool queue_full(berth_plugin_t *p)
+{
+    if (p->conn && ipc_conn_write_queue(p->conn) > QUEUE_HIGH_WATER) {
+        p->starved = true;
+        return true;
+    }
+    return false;
+}
+
 unsigned berth_req_stream_credit(berth_req_t *r)
 {
+    if (queue_full(r->p))
+        return 0;
     return r->unacked >= STREAM_WINDOW ? 0 : STREAM_WINDOW - r->unacked;
 }
 
@@ -367,6 +383,8 @@ int berth_call_stream_end_chunk(berth_call_t *c)
 
 unsigned berth_call_stream_credit(berth_call_t *c)
 {
+    if (queue_full(c->p))
+        return 0;
     return c->unacked >= STREAM_WINDOW ? 0 : STREAM_WINDOW - c->unacked;
 }
 
@@ -661,6 +679,43 @@ static void on_close(ipc_conn_t *conn, void *data)
     uv_stop(&p->loop);
 }
 
+/* The queue drained: give starved streams their turn again. */
+static void on_drain(ipc_conn_t *conn, void *data)
+{
+    berth_plugin_t *p = data;
+    if (!p->starved)
+        return;
+    p->starved = false;
+    size_t n = 0;
+    void **reqs = ipc_idmap_values(&p->reqs, &n);
+    uint32_t *ids = malloc((n ? n : 1) * sizeof(*ids));
+    for (size_t i = 0; ids && i < n; i++)
+        ids[i] = ((berth_req_t *)reqs[i])->msgid;
+    for (size_t i = 0; ids && i < n; i++) {
+        /* a callback may answer (free) other requests: look each up again */
+        berth_req_t *r = ipc_idmap_get(&p->reqs, ids[i]);
+        if (r && r->writable_cb && !r->answered) {
+            req_enter(r);
+            r->writable_cb(r);
+            req_leave(r);
+        }
+    }
+    free(ids);
+    free(reqs);
+    size_t nc = 0;
+    void **calls = ipc_idmap_values(&p->calls, &nc);
+    uint32_t *cids = malloc((nc ? nc : 1) * sizeof(*cids));
+    for (size_t i = 0; cids && i < nc; i++)
+        cids[i] = ((berth_call_t *)calls[i])->msgid;
+    for (size_t i = 0; cids && i < nc; i++) {
+        berth_call_t *c = ipc_idmap_get(&p->calls, cids[i]);
+        if (c && c->writable_cb)
+            c->writable_cb(c, c->data);
+    }
+    free(cids);
+    free(calls);
+}
+
 static void on_protocol_error(ipc_conn_t *c, const berth_error_t *err, void *data)
 {
     berth_log(BERTH_LOG_ERROR, "msg=\"protocol error from berthd\" err=\"%s\"", err->message);
@@ -905,12 +960,18 @@ int berth_plugin_main(const berth_plugin_desc_t *desc, int argc, char **argv)
     ipc_conn_cbs_t cbs = {.on_message = on_message, .on_close = on_close,
                           .on_protocol_error = on_protocol_error};
     berth_error_t *err = NULL;
-    p->conn = ipc_conn_open_fd(&p->loop, fd, NULL, &cbs, p, &err);
+    /* The core never stops reading a plugin, and streams stop at the high
+     * water mark above: the plugin's own queue limit is a last resort. */
+    ipc_conn_opts_t opts;
+    ipc_conn_opts_default(&opts);
+    opts.max_write_queue = 256u * 1024 * 1024;
+    p->conn = ipc_conn_open_fd(&p->loop, fd, &opts, &cbs, p, &err);
     if (!p->conn) {
         fprintf(stderr, "%s: %s\n", desc->id, err->message);
         berth_error_free(&err);
         return 1;
     }
+    ipc_conn_set_drain_cb(p->conn, on_drain);
     uv_signal_init(&p->loop, &p->sig_term);
     p->sig_term.data = p;
     uv_signal_start(&p->sig_term, on_signal, SIGTERM);

@@ -37,7 +37,7 @@ static const char *const base_allowed[] = {
     "mkdir", "mkdirat", "rmdir", "flock", "fchmod", "fchmodat", "fchown", "fchownat",
     "utimensat", "readlink", "readlinkat", "access", "faccessat", "faccessat2", "statfs",
     "fstatfs", "linkat", "symlinkat", "copy_file_range", "sendfile", "splice", "membarrier",
-    "getpgrp", "setsid", "getgroups", NULL,
+    "getpgrp", "setsid", "getgroups", "restart_syscall", NULL,
 };
 
 int berth_plugin_sandbox(berth_plugin_t *p, const char *const *extra_syscalls,
@@ -50,6 +50,8 @@ int berth_plugin_sandbox(berth_plugin_t *p, const char *const *extra_syscalls,
     /* Containers are never started below a sandboxed process (ARCHITECTURE.md),
      * so NO_NEW_PRIVS here does not reach them. */
     seccomp_attr_set(ctx, SCMP_FLTATR_CTL_NNP, 1);
+    /* Every thread, also libuv pool threads started before init. */
+    seccomp_attr_set(ctx, SCMP_FLTATR_CTL_TSYNC, 1);
     int rc = 0;
     const char *bad = NULL;
     if (allowlist) {

@@ -754,6 +754,11 @@ typedef struct {
     berth_error_t *err;
     berth_error_t *job_err;  /* set by a pool job, moved to err on the loop */
     berth_error_t *lane_err; /* set by the data lane */
+    /* The disk filled up (ENOSPC/EDQUOT) while writing: the partial ingest is
+     * removed instead of kept resumable, since its bytes are what filled the
+     * disk, and metadata is told the ingest ended. */
+    bool discard;
+    bool discarded, meta_ended;
     content_commit_t result;
     meta_call_t meta;
 } wctx_t;
@@ -783,6 +788,23 @@ static void w_free(wctx_t *w)
     free(w->expected);
     free(w->lease);
     free(w);
+}
+
+/* A write or sync of the ingest failed for lack of space: remember to drop
+ * the partial ingest and say so in the error. */
+static void w_note_full(wctx_t *w, berth_error_t *e)
+{
+    if (e->code != BERTH_E_RESOURCE_EXHAUSTED || w->discard || w->linked)
+        return;
+    w->discard = true;
+    char *msg = NULL;
+    if (asprintf(&msg,
+                 "%s (the partial ingest of ref %s was removed to free its space; write it again "
+                 "once there is room)",
+                 e->message ? e->message : "no space left", w->ref) >= 0) {
+        free(e->message);
+        e->message = msg;
+    }
 }
 
 static void w_set_err(wctx_t *w, berth_error_t **e)
@@ -816,6 +838,8 @@ static void wjob_after(uv_work_t *u, int status)
     void (*done)(wctx_t *) = j->done;
     free(j);
     w->busy--;
+    if (w->job_err && w->ing)
+        w_note_full(w, w->job_err);
     if (w->job_err)
         w_set_err(w, &w->job_err);
     if (status == UV_ECANCELED && !w->err)
@@ -848,10 +872,14 @@ static void w_queue(wctx_t *w, void (*run)(wctx_t *), void (*done)(wctx_t *))
  * them) or already the blob, else closed and kept resumable. */
 static void run_release(wctx_t *w)
 {
-    if (content_ingest_removed(w->ing) || w->linked)
+    if (w->discard && !w->linked) {
         content_ingest_discard(w->ing);
-    else
+        w->discarded = true;
+    } else if (content_ingest_removed(w->ing) || w->linked) {
+        content_ingest_discard(w->ing);
+    } else {
         content_ingest_close(w->ing);
+    }
 }
 
 static void done_release(wctx_t *w)
@@ -1006,6 +1034,8 @@ static void lane_after(uv_work_t *u, int status)
     if (--w->lanes > 0)
         return;
     if (w->lane_err)
+        w_note_full(w, w->lane_err);
+    if (w->lane_err)
         w_set_err(w, &w->lane_err);
     if (status == UV_ECANCELED && !w->err)
         berth_error_set(&w->err, BERTH_E_CANCELED, "write of ref %s cancelled", w->ref);
@@ -1084,6 +1114,32 @@ static void w_answer(wctx_t *w)
     berth_req_reply_end(r);
 }
 
+static void ingest_end_done(void *ctx, const berth_error_t *err, const msgpack_object *res)
+{
+    wctx_t *w = ctx;
+    w->busy--;
+    if (err)
+        berth_log(BERTH_LOG_WARN,
+                  "msg=\"ingest removed, but recording its end in metadata failed\" ref=\"%s\" "
+                  "ns=%s err=\"%s\"",
+                  w->ref, w->ns, err->message ? err->message : "");
+    w_drive(w);
+}
+
+/* The ingest was discarded after a failure: metadata drops its record (a GC
+ * root) as it does for content.abort. */
+static void w_ingest_end(wctx_t *w)
+{
+    berth_mpbuf_t b;
+    berth_mpbuf_init(&b);
+    msgpack_pack_map(&b.pk, 2);
+    berth_mp_kv_str(&b.pk, "namespace", w->ns);
+    berth_mp_kv_str(&b.pk, "ref", w->ref);
+    w->busy++;
+    meta_call(w->cp, &w->meta, "meta.ingest_end", &b, ingest_end_done, w);
+    berth_mpbuf_destroy(&b);
+}
+
 /* Advances the write by one step when nothing is in flight. Every event
  * (a job back, a chunk, the end of the stream, a cancel) calls it. */
 static void w_drive(wctx_t *w)
@@ -1099,6 +1155,11 @@ static void w_drive(wctx_t *w)
             /* Could not even queue the release: leak the handle, it is
              * unlocked when the process exits. */
             w->ing = NULL;
+        }
+        if (w->discarded && !w->meta_ended) {
+            w->meta_ended = true;
+            w_ingest_end(w);
+            return;
         }
         w_answer(w);
         w_free(w);
@@ -1286,7 +1347,8 @@ const berth_method_t content_methods[] = {
     {"content.read", handle_read, BERTH_METHOD_IDEMPOTENT, NULL},
     {"content.path", handle_path, BERTH_METHOD_IDEMPOTENT | BERTH_METHOD_INTERNAL,
      "transfer,snapshot-overlay,runtime-runc"},
-    {"content.delete_blob", handle_delete_blob, BERTH_METHOD_IDEMPOTENT | BERTH_METHOD_INTERNAL, "gc"},
+    {"content.delete_blob", handle_delete_blob, BERTH_METHOD_IDEMPOTENT | BERTH_METHOD_INTERNAL,
+     "gc"},
     {"content.list_blobs", handle_list_blobs, BERTH_METHOD_IDEMPOTENT | BERTH_METHOD_INTERNAL,
      "gc"},
 };

@@ -81,9 +81,9 @@ static int take_root_lock(content_plugin_t *cp, const char *root, berth_error_t 
  * writes files under its root, hashes, and talks to the core over the fd it
  * was given: it never runs a program, mounts, traces, opens a socket or
  * signals another process. Two stacked filters, because the kernel applies
- * the strictest verdict of all: the SDK's allowlist (its base set plus
- * `extra`; anything else kills the process), then a denylist of what that
- * base set allows but we never use. Applied after the store is open, before
+ * the strictest verdict of all: a denylist of what the SDK's base set allows
+ * but we never use, then the SDK's allowlist (its base set plus `extra`;
+ * anything else kills the process). Applied after the store is open, before
  * the first request; the libuv pool threads are started later and inherit
  * both filters. */
 static int content_sandbox(berth_plugin_t *p, berth_error_t **err)
@@ -91,15 +91,17 @@ static int content_sandbox(berth_plugin_t *p, berth_error_t **err)
     /* restart_syscall: the kernel's own resumption of an interrupted
      * nanosleep/poll (after SIGSTOP/SIGCONT, e.g. a debugger or a test). */
     static const char *const extra[] = {"restart_syscall", NULL};
-    static const char *const denied[] = {
-        /* never needed: the list, kept explicit here */
-        "execve", "execveat", "mount", "umount2", "ptrace", "process_vm_readv",
-        "process_vm_writev", "pivot_root", "chroot", "setns", "unshare", "fork", "vfork",
-        /* allowed by the SDK base set, not used after init */
-        "socket", "socketpair", "connect", "bind", "listen", "accept", "accept4", "kill",
-        "setsid", NULL};
-    if (berth_plugin_sandbox(p, extra, NULL, err) < 0 ||
-        berth_plugin_sandbox(p, NULL, denied, err) < 0)
+    static const char *const denied[] = {/* never needed: the list, kept explicit here */
+                                         "execve", "execveat", "mount", "umount2", "ptrace",
+                                         "process_vm_readv", "process_vm_writev", "pivot_root",
+                                         "chroot", "setns", "unshare", "fork", "vfork",
+                                         /* allowed by the SDK base set, not used after init */
+                                         "socket", "socketpair", "connect", "bind", "listen",
+                                         "accept", "accept4", "kill", "setsid", NULL};
+    /* Denylist first: loading a filter is itself a syscall (seccomp) that
+     * the allowlist does not grant, so the allowlist must come last. */
+    if (berth_plugin_sandbox(p, NULL, denied, err) < 0 ||
+        berth_plugin_sandbox(p, extra, NULL, err) < 0)
         return berth_error_wrap(err, "content sandbox");
     return 0;
 }

@@ -115,7 +115,8 @@ static void sandbox_probe(void)
     char *const argv[] = {"/nonexistent/berth-sandbox-probe", NULL};
     char *const envp[] = {NULL};
     execve(argv[0], argv, envp);
-    berth_log(BERTH_LOG_ERROR, "msg=\"sandbox probe execve was not stopped by the sandbox\" err=\"%s\"",
+    berth_log(BERTH_LOG_ERROR,
+              "msg=\"sandbox probe execve was not stopped by the sandbox\" err=\"%s\"",
               strerror(errno));
 }
 
@@ -219,24 +220,25 @@ void gc_subscribe(gc_t *g)
  * init it only talks to the core over its inherited fd and keeps timers. It
  * never runs programs, mounts, traces, opens sockets, signals others, nor
  * changes files (deleting is content's and snapshot-overlay's job, asked
- * through the core). Two stacked filters: the SDK's allowlist (base set plus
- * `extra`, anything else kills), then a denylist of the base set's calls we
- * never make; the kernel applies the strictest verdict. */
+ * through the core). Two stacked filters: a denylist of the SDK base set's
+ * calls we never make, then the SDK's allowlist (base set plus `extra`,
+ * anything else kills); the kernel applies the strictest verdict. */
 static int gc_sandbox(berth_plugin_t *p, berth_error_t **err)
 {
     static const char *const extra[] = {"restart_syscall", NULL};
     static const char *const denied[] = {
-        "execve", "execveat", "mount", "umount2", "ptrace", "process_vm_readv",
-        "process_vm_writev", "pivot_root", "chroot", "setns", "unshare", "fork", "vfork",
-        "socket", "socketpair", "connect", "bind", "listen", "accept", "accept4", "kill",
-        "setsid",
+        "execve", "execveat", "mount", "umount2", "ptrace", "process_vm_readv", "process_vm_writev",
+        "pivot_root", "chroot", "setns", "unshare", "fork", "vfork", "socket", "socketpair",
+        "connect", "bind", "listen", "accept", "accept4", "kill", "setsid",
         /* no file changes */
         "unlink", "unlinkat", "rename", "renameat", "renameat2", "mkdir", "mkdirat", "rmdir",
-        "link", "linkat", "symlink", "symlinkat", "chmod", "fchmod", "fchmodat", "chown",
-        "fchown", "fchownat", "lchown", "truncate", "ftruncate", "fallocate", "utimensat",
-        "copy_file_range", "sendfile", "splice", NULL};
-    if (berth_plugin_sandbox(p, extra, NULL, err) < 0 ||
-        berth_plugin_sandbox(p, NULL, denied, err) < 0)
+        "link", "linkat", "symlink", "symlinkat", "chmod", "fchmod", "fchmodat", "chown", "fchown",
+        "fchownat", "lchown", "truncate", "ftruncate", "fallocate", "utimensat", "copy_file_range",
+        "sendfile", "splice", NULL};
+    /* Denylist first: loading a filter is itself a syscall (seccomp) that
+     * the allowlist does not grant, so the allowlist must come last. */
+    if (berth_plugin_sandbox(p, NULL, denied, err) < 0 ||
+        berth_plugin_sandbox(p, extra, NULL, err) < 0)
         return berth_error_wrap(err, "gc sandbox");
     return 0;
 }

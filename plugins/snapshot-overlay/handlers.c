@@ -3,12 +3,21 @@
  * uv_queue_work (all of them touch the disk), encode the result. The loop
  * thread owns the busy set that keeps apply, commit and remove of one
  * snapshot from overlapping. */
+#include <dlfcn.h>
 #include <errno.h>
+#include <limits.h>
+#include <malloc.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
+#include "berth/failpoint.h"
+#include "berth/log.h"
 #include "handlers.h"
+#include "module.h"
 
 typedef enum {
     JOB_PREPARE,
@@ -37,6 +46,100 @@ typedef struct {
     berth_error_t *err;
     berth_mpbuf_t out;
 } job_t;
+
+/* ---- the extraction library (module.h) -------------------------------------- */
+
+int overlay_module_find(overlay_plugin_t *op, berth_error_t **err)
+{
+    char exe[PATH_MAX - 64]; /* room for "/" OVERLAY_APPLY_FILE */
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+    struct stat st;
+    if (n > 0) {
+        exe[n] = 0;
+        char *slash = strrchr(exe, '/');
+        if (slash) {
+            *slash = 0;
+            snprintf(op->module_path, sizeof(op->module_path), "%s/%s", exe, OVERLAY_APPLY_FILE);
+            if (stat(op->module_path, &st) == 0)
+                return 0;
+        }
+    }
+#ifdef BERTH_OVERLAY_MODULE_DIR
+    snprintf(op->module_path, sizeof(op->module_path), "%s/%s", BERTH_OVERLAY_MODULE_DIR,
+             OVERLAY_APPLY_FILE);
+    if (stat(op->module_path, &st) == 0)
+        return 0;
+#endif
+    return berth_error_set(err, BERTH_E_FAILED_PRECONDITION,
+                           "%s not found next to berth-snapshot-overlay (%s) or in the install "
+                           "directory; reinstall berth",
+                           OVERLAY_APPLY_FILE, n > 0 ? exe : "?");
+}
+
+static pthread_once_t g_module_once = PTHREAD_ONCE_INIT;
+static const char *g_module_path;
+static const overlay_apply_module_t *g_module;
+static char g_module_err[600];
+
+static void module_load(void)
+{
+    uint64_t t0 = berth_mono_ms();
+    void *h = dlopen(g_module_path, RTLD_NOW | RTLD_LOCAL);
+    if (!h) {
+        snprintf(g_module_err, sizeof(g_module_err), "cannot load %s: %s", g_module_path,
+                 dlerror());
+        return;
+    }
+    const overlay_apply_module_t *m = dlsym(h, OVERLAY_APPLY_SYMBOL);
+    if (!m || m->abi != OVERLAY_APPLY_ABI) {
+        snprintf(g_module_err, sizeof(g_module_err),
+                 "%s does not match this berth-snapshot-overlay (built from other sources); "
+                 "reinstall berth",
+                 g_module_path);
+        dlclose(h);
+        return;
+    }
+    m->global_init();
+    g_module = m;
+    berth_log(BERTH_LOG_DEBUG, "msg=\"extraction library loaded\" path=%s ms=%llu", g_module_path,
+              (unsigned long long)(berth_mono_ms() - t0));
+}
+
+/* Any thread; loads once. NULL with *err if the library is unusable. */
+static const overlay_apply_module_t *module_get(overlay_plugin_t *op, berth_error_t **err)
+{
+    g_module_path = op->module_path;
+    pthread_once(&g_module_once, module_load);
+    if (!g_module)
+        berth_error_set(err, BERTH_E_INTERNAL, "%s", g_module_err);
+    return g_module;
+}
+
+static void preload_work(uv_work_t *w)
+{
+    module_get(w->data, NULL);
+}
+
+static void preload_done(uv_work_t *w, int status)
+{
+    free(w);
+}
+
+/* Loads the library in the pool while the caller's first prepare or the
+ * content.path round trip of its first apply runs, so that the apply does
+ * not wait for dlopen (a few ms). Loop thread. */
+static void module_preload(overlay_plugin_t *op)
+{
+    if (op->module_preload_started)
+        return;
+    op->module_preload_started = true;
+    uv_work_t *w = calloc(1, sizeof(*w));
+    if (!w)
+        return;
+    w->data = op;
+    if (uv_queue_work(berth_plugin_loop(op->p), w, preload_work, preload_done) < 0)
+        free(w);
+}
 
 /* ---- busy set (loop thread) ---------------------------------------------- */
 
@@ -128,6 +231,12 @@ static void job_work(uv_work_t *w)
     case JOB_PREPARE:
         if (overlay_prepare(s, j->id, parents, j->n_parents, j->readonly > 0, &ms, &j->err) < 0)
             return;
+        /* Crash tests: the snapshot exists on disk, its caller does not know. */
+        if (berth_failpoint("overlay.prepare.after") < 0) {
+            overlay_mounts_free(&ms);
+            berth_error_set(&j->err, BERTH_E_INTERNAL, "prepare snapshot %s: failpoint", j->id);
+            return;
+        }
         msgpack_pack_map(pk, 1);
         berth_mp_pack_str(pk, "mounts");
         pack_mounts(pk, &ms);
@@ -144,8 +253,21 @@ static void job_work(uv_work_t *w)
         return;
     case JOB_COMMIT:
     case JOB_USAGE:
-        if ((j->kind == JOB_COMMIT ? overlay_commit(s, j->id, &u, &j->err)
-                                   : overlay_usage(s, j->id, &u, &j->err)) < 0)
+        /* Crash tests: between prepare/apply and commit. */
+        if (j->kind == JOB_COMMIT && berth_failpoint("overlay.commit.before") < 0) {
+            berth_error_set(&j->err, BERTH_E_INTERNAL, "commit snapshot %s: failpoint", j->id);
+            return;
+        }
+        if (j->kind == JOB_COMMIT) {
+            /* No usage walk on a pull's critical path (15-20 ms for a
+             * 6,400-file layer): overlayfs.usage computes it on first use
+             * and records it in the committed marker. */
+            if (overlay_commit(s, j->id, NULL, &j->err) < 0)
+                return;
+            msgpack_pack_map(pk, 0);
+            return;
+        }
+        if (overlay_usage(s, j->id, &u, &j->err) < 0)
             return;
         msgpack_pack_map(pk, 2);
         berth_mp_kv_u64(pk, "size", u.size);
@@ -178,8 +300,16 @@ static void job_work(uv_work_t *w)
         };
         overlay_apply_result_t res;
         uint64_t t0 = berth_mono_ms();
-        if (overlay_apply_snapshot(s, j->id, j->blob_path, j->media_type, &o, &res, &j->err) < 0) {
+        const overlay_apply_module_t *m = module_get(j->op, &j->err);
+        if (!m || m->apply_snapshot(s, j->id, j->blob_path, j->media_type, &o, &res, &j->err) < 0) {
             berth_error_wrap(&j->err, "apply layer %s to snapshot %s", j->digest, j->id);
+            return;
+        }
+        /* Crash tests: the layer is extracted and marked done, the caller
+         * has not heard (overlayfs.apply is not re-sent: it fails
+         * `unavailable` and the caller starts over). */
+        if (berth_failpoint("overlay.apply.after_done") < 0) {
+            berth_error_set(&j->err, BERTH_E_INTERNAL, "apply layer %s: failpoint", j->digest);
             return;
         }
         uint64_t ms_ = berth_mono_ms() - t0;
@@ -206,7 +336,10 @@ static void job_after(uv_work_t *w, int status)
         berth_req_fail(j->req, &j->err);
     else
         berth_req_reply_raw(j->req, j->out.buf.data, j->out.buf.size);
+    bool trim = j->kind == JOB_APPLY;
     job_free(j);
+    if (trim)
+        malloc_trim(0); /* the apply's buffers (9 MiB) were freed in a pool thread's arena */
 }
 
 static void job_start(job_t *j)
@@ -312,6 +445,8 @@ static void handle_prepare(berth_req_t *r, const msgpack_object *params)
     job_t *j = job_new(r, params, JOB_PREPARE, true);
     if (!j || decode_parents(j, params) < 0)
         return;
+    if (j->readonly <= 0)
+        module_preload(j->op); /* a layer apply usually follows */
     job_start(j);
 }
 
@@ -428,6 +563,7 @@ static void handle_apply(berth_req_t *r, const msgpack_object *params)
     }
     if (claim(j) < 0)
         return;
+    module_preload(j->op);
     berth_req_set_data(r, j);
     berth_req_set_cancel_cb(r, apply_cancel_cb);
 

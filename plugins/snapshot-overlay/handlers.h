@@ -19,9 +19,16 @@ typedef struct {
     /* Snapshot ids with an apply, commit or remove in flight (loop thread). */
     char **busy;
     size_t n_busy, cap_busy;
+    /* The extraction library (module.h): found at init, loaded on demand. */
+    char module_path[4096];
+    bool module_preload_started; /* loop thread */
 } overlay_plugin_t;
 
 extern const berth_method_t overlay_methods[];
+
+/** Finds berth-snapshot-overlay-apply.so next to the executable or in the
+ * install directory; fails (naming the paths) when it is missing. */
+int overlay_module_find(overlay_plugin_t *op, berth_error_t **err);
 extern const size_t overlay_n_methods;
 
 /** Parses and validates the plugin's config section into op (unknown keys

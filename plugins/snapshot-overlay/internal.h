@@ -86,15 +86,19 @@ int overlay_mounts(overlay_store_t *s, const char *id, const char *const *parent
                    int readonly, overlay_mounts_t *out, berth_error_t **err);
 void overlay_mounts_free(overlay_mounts_t *m);
 
-/** Marks snapshot `id` committed (immutable) and returns its usage. Refuses a
- * view and a snapshot whose layer apply was interrupted or failed
- * (failed_precondition). Committing twice succeeds. */
+/** Marks snapshot `id` committed (immutable) and, if u is not NULL, returns
+ * its usage (a walk of the whole tree; with u NULL, overlay_usage() computes
+ * it on first use and records it). Refuses a view and a snapshot whose layer
+ * apply was interrupted or failed (failed_precondition). Committing twice
+ * succeeds. */
 int overlay_commit(overlay_store_t *s, const char *id, overlay_usage_t *u, berth_error_t **err);
 
 /** Removes snapshot `id` (renamed away atomically, then deleted). not_found
  * if it does not exist. */
 int overlay_remove(overlay_store_t *s, const char *id, berth_error_t **err);
 
+/** Usage of snapshot `id`: a tree walk for an active snapshot; for a
+ * committed one the recorded value (computed and recorded on first use). */
 int overlay_usage(overlay_store_t *s, const char *id, overlay_usage_t *u, berth_error_t **err);
 
 /** Lists snapshot ids (sorted numerically). *interrupted lists those whose
@@ -161,10 +165,27 @@ int overlay_apply_fd(int rootfd, int blobfd, overlay_comp_t comp, const overlay_
 /** Applies a layer blob into snapshot `id` of the store: checks that the
  * snapshot is active, records an fsynced "apply running" marker, extracts,
  * then atomically records "done <diff_id>". A snapshot with a running or
- * failed marker cannot be committed. */
+ * failed marker cannot be committed. (apply.c, on overlay__apply_begin/end.) */
 int overlay_apply_snapshot(overlay_store_t *s, const char *id, const char *blob_path,
                            const char *media_type, const overlay_apply_opts_t *o,
                            overlay_apply_result_t *res, berth_error_t **err);
+
+/** What overlay__apply_begin() opened for an apply (overlay.c). */
+typedef struct {
+    int snapfd, fsfd, blobfd;
+    int *lowers; /* the parents' fs dirs, nearest first */
+    size_t n_lowers;
+} overlay_apply_target_t;
+
+/** Store side of an apply: checks that snapshot `id` is active, opens its fs
+ * dir, its parents' and the blob, and records the fsynced "running" marker.
+ * On error everything is closed. */
+int overlay__apply_begin(overlay_store_t *s, const char *id, const char *blob_path,
+                         overlay_apply_target_t *t, berth_error_t **err);
+/** Records "done <diff_id>" (res != NULL) or "failed" (res == NULL, err
+ * ignored) and closes what begin opened. */
+int overlay__apply_end(overlay_store_t *s, overlay_apply_target_t *t,
+                       const overlay_apply_result_t *res, berth_error_t **err);
 
 /** Test hook: force the component-by-component resolver instead of openat2. */
 extern bool overlay_apply_force_walk;

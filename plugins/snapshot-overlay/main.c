@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <locale.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/file.h>
@@ -95,6 +96,8 @@ static int overlay_init(berth_plugin_t *p, berth_error_t **err)
     const char *root = berth_plugin_root(p);
     if (take_root_lock(op, root, err) < 0)
         return -1;
+    if (overlay_module_find(op, err) < 0)
+        return -1;
     if (overlay_store_open(root, &so, &op->store, err) < 0)
         return berth_error_wrap(err, "open snapshot store in %s", root);
     overlay_reconcile_t rep;
@@ -130,7 +133,12 @@ int main(int argc, char **argv)
     /* Layer paths are bytes; a UTF-8 ctype lets libarchive hand PAX (UTF-8)
      * names through unchanged. */
     setlocale(LC_CTYPE, "C.UTF-8");
-    overlay_apply_global_init();
+    /* Buffers of 256 KiB and more (an apply's ring) come from mmap and go back
+     * to the kernel when freed: glibc's dynamic threshold would otherwise
+     * move them into the heap after the first apply, where they stay. */
+    mallopt(M_MMAP_THRESHOLD, 256 * 1024);
+    /* overlay_apply_global_init() runs when handlers.c loads the extraction
+     * library (module.h). */
     berth_plugin_desc_t desc = {
         .id = "snapshot-overlay",
         .type = "io.berth.snapshotter.overlayfs.v1",

@@ -11,6 +11,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -49,6 +51,34 @@ void overlay_strv_free(char **v, size_t n)
     for (size_t i = 0; i < n; i++)
         free(v[i]);
     free(v);
+}
+
+int overlay_media_type_parse(const char *mt, overlay_comp_t *out, berth_error_t **err)
+{
+    static const struct {
+        const char *name;
+        overlay_comp_t comp;
+    } types[] = {
+        {"application/vnd.oci.image.layer.v1.tar", OVERLAY_COMP_NONE},
+        {"application/vnd.oci.image.layer.v1.tar+gzip", OVERLAY_COMP_GZIP},
+        {"application/vnd.oci.image.layer.v1.tar+zstd", OVERLAY_COMP_ZSTD},
+        {"application/vnd.oci.image.layer.nondistributable.v1.tar", OVERLAY_COMP_NONE},
+        {"application/vnd.oci.image.layer.nondistributable.v1.tar+gzip", OVERLAY_COMP_GZIP},
+        {"application/vnd.oci.image.layer.nondistributable.v1.tar+zstd", OVERLAY_COMP_ZSTD},
+        {"application/vnd.docker.image.rootfs.diff.tar", OVERLAY_COMP_NONE},
+        {"application/vnd.docker.image.rootfs.diff.tar.gzip", OVERLAY_COMP_GZIP},
+        {"application/vnd.docker.image.rootfs.diff.tar.zstd", OVERLAY_COMP_ZSTD},
+        {"application/vnd.docker.image.rootfs.foreign.diff.tar.gzip", OVERLAY_COMP_GZIP},
+    };
+    for (size_t i = 0; mt && i < BERTH_ARRAY_SIZE(types); i++)
+        if (strcmp(mt, types[i].name) == 0) {
+            *out = types[i].comp;
+            return 0;
+        }
+    return berth_error_set(err, BERTH_E_INVALID_ARGUMENT,
+                           "unsupported layer media type \"%.100s\" (expected an OCI or Docker "
+                           "tar, tar+gzip or tar+zstd layer)",
+                           mt ? mt : "");
 }
 
 /* ---- small file helpers ---------------------------------------------------- */
@@ -445,6 +475,32 @@ static int usage_of(int snapdirfd, overlay_usage_t *u, berth_error_t **err)
 
 /* ---- store ----------------------------------------------------------------- */
 
+/* Marks the snapshots directory as the top of independent trees (ext2/3/4's
+ * FS_TOPDIR_FL, `chattr +T`), so that the Orlov allocator places each new
+ * snapshot directory in its own, emptiest block group instead of next to its
+ * siblings. Each snapshot then allocates its inodes and blocks in a group
+ * where nothing was recently deleted. Why it matters: ext4 skips inodes freed
+ * in the last minute or more when it allocates a new one (on filesystems
+ * without a journal it scans past every such inode from the start of the
+ * group, reading its inode table block): after a big `rm -rf` near the
+ * allocation goal, creating a file cost us 0.7-1 ms instead of 25 us, and a
+ * 6,400-file layer took 6 s to apply instead of 0.8 s. Prepare creates
+ * snapshots under random temporary names, so the group each one starts in is
+ * random too. Filesystems without the flag (xfs, btrfs, tmpfs) refuse the
+ * ioctl; that is fine. */
+static void spread_snapshots(int dirfd, const char *path)
+{
+    int flags = 0;
+    if (ioctl(dirfd, FS_IOC_GETFLAGS, &flags) < 0)
+        return;
+    if (flags & FS_TOPDIR_FL)
+        return;
+    flags |= FS_TOPDIR_FL;
+    if (ioctl(dirfd, FS_IOC_SETFLAGS, &flags) < 0)
+        berth_log(BERTH_LOG_DEBUG, "msg=\"cannot mark snapshot dir as a top directory\" dir=%s "
+                  "error=\"%s\"", path, strerror(errno));
+}
+
 int overlay_store_open(const char *root, const overlay_store_opts_t *opts, overlay_store_t **out,
                        berth_error_t **err)
 {
@@ -481,6 +537,7 @@ int overlay_store_open(const char *root, const overlay_store_opts_t *opts, overl
         overlay_store_free(s);
         return -1;
     }
+    spread_snapshots(s->snapfd, s->snapdir);
     if (s->opts.index_off && access("/sys/module/overlay/parameters/index", F_OK) < 0)
         s->opts.index_off = false;
     *out = s;
@@ -835,6 +892,29 @@ int overlay_mounts(overlay_store_t *s, const char *id, const char *const *parent
     return rc;
 }
 
+/* Usage of a committed (immutable) snapshot: recorded in its "committed"
+ * marker, computed once and recorded there if the commit left it out. */
+static int committed_usage(int snapfd, overlay_usage_t *u, berth_error_t **err)
+{
+    char buf[64];
+    unsigned long long size, inodes;
+    if (read_small(snapfd, COMMITTED_FILE, buf, sizeof(buf)) > 0 &&
+        sscanf(buf, "%llu %llu", &size, &inodes) == 2) {
+        u->size = size;
+        u->inodes = inodes;
+        return 0;
+    }
+    if (usage_of(snapfd, u, err) < 0)
+        return -1;
+    /* A cache: not fsynced; a torn rename leaves either form, both valid. */
+    snprintf(buf, sizeof(buf), "%llu %llu\n", (unsigned long long)u->size,
+             (unsigned long long)u->inodes);
+    berth_error_t *ign = NULL;
+    write_atomic(snapfd, COMMITTED_FILE, buf, false, &ign);
+    berth_error_free(&ign);
+    return 0;
+}
+
 int overlay_commit(overlay_store_t *s, const char *id, overlay_usage_t *u, berth_error_t **err)
 {
     int fd = open_snap(s, id, err);
@@ -842,7 +922,7 @@ int overlay_commit(overlay_store_t *s, const char *id, overlay_usage_t *u, berth
         return -1;
     int rc = -1;
     if (has_entry(fd, COMMITTED_FILE)) { /* retry of a commit that happened */
-        rc = usage_of(fd, u, err);
+        rc = u ? committed_usage(fd, u, err) : 0;
         goto out;
     }
     if (!has_entry(fd, "work")) {
@@ -865,7 +945,7 @@ int overlay_commit(overlay_store_t *s, const char *id, overlay_usage_t *u, berth
     default:
         break;
     }
-    if (usage_of(fd, u, err) < 0) {
+    if (u && usage_of(fd, u, err) < 0) {
         berth_error_wrap(err, "commit snapshot %s", id);
         goto out;
     }
@@ -873,9 +953,10 @@ int overlay_commit(overlay_store_t *s, const char *id, overlay_usage_t *u, berth
         berth_error_errno(err, errno, "commit snapshot %s: syncfs", id);
         goto out;
     }
-    char buf[64];
-    snprintf(buf, sizeof(buf), "%llu %llu\n", (unsigned long long)u->size,
-             (unsigned long long)u->inodes);
+    char buf[64] = "\n"; /* usage not computed yet: overlay_usage() fills it in */
+    if (u)
+        snprintf(buf, sizeof(buf), "%llu %llu\n", (unsigned long long)u->size,
+                 (unsigned long long)u->inodes);
     rc = write_atomic(fd, COMMITTED_FILE, buf, s->opts.sync_on_commit, err);
     if (rc < 0)
         berth_error_wrap(err, "commit snapshot %s", id);
@@ -911,7 +992,7 @@ int overlay_usage(overlay_store_t *s, const char *id, overlay_usage_t *u, berth_
     int fd = open_snap(s, id, err);
     if (fd < 0)
         return -1;
-    int rc = usage_of(fd, u, err);
+    int rc = has_entry(fd, COMMITTED_FILE) ? committed_usage(fd, u, err) : usage_of(fd, u, err);
     close(fd);
     if (rc < 0)
         berth_error_wrap(err, "usage of snapshot %s", id);
@@ -1087,84 +1168,101 @@ int overlay_reconcile(overlay_store_t *s, overlay_reconcile_t *rep, berth_error_
 
 /* ---- apply into a snapshot ------------------------------------------------- */
 
-int overlay_apply_snapshot(overlay_store_t *s, const char *id, const char *blob_path,
-                           const char *media_type, const overlay_apply_opts_t *o,
-                           overlay_apply_result_t *res, berth_error_t **err)
+/* ---- layer apply: the store's side -------------------------------------------
+ * overlay_apply_snapshot() (apply.c) brackets the extraction with these two,
+ * so that this file never links the extraction code (libarchive): the plugin
+ * loads that part only when it applies its first layer. */
+
+int overlay__apply_begin(overlay_store_t *s, const char *id, const char *blob_path,
+                         overlay_apply_target_t *t, berth_error_t **err)
 {
-    overlay_comp_t comp;
-    if (overlay_media_type_parse(media_type, &comp, err) < 0)
-        return -1;
+    memset(t, 0, sizeof(*t));
+    t->snapfd = t->fsfd = t->blobfd = -1;
     int fd = open_snap(s, id, err);
     if (fd < 0)
         return -1;
-    int rc = -1, fsfd = -1, blobfd = -1;
+    t->snapfd = fd;
     snap_meta_t meta = {0};
-    int *lowers = NULL;
-    size_t nl = 0;
     if (has_entry(fd, COMMITTED_FILE)) {
         berth_error_set(err, BERTH_E_FAILED_PRECONDITION,
                         "snapshot %s is committed; apply a layer into an active snapshot", id);
-        goto out;
+        goto fail;
     }
     if (!has_entry(fd, "work")) {
         berth_error_set(err, BERTH_E_FAILED_PRECONDITION,
                         "snapshot %s is a read-only view; apply a layer into an active snapshot",
                         id);
-        goto out;
+        goto fail;
     }
     if (meta_read(fd, id, &meta, err) < 0)
-        goto out;
-    lowers = calloc(meta.n_parents + 1, sizeof(int));
-    if (!lowers) {
+        goto fail;
+    t->lowers = calloc(meta.n_parents + 1, sizeof(int));
+    if (!t->lowers) {
         berth_error_set(err, BERTH_E_RESOURCE_EXHAUSTED, "out of memory");
-        goto out;
+        goto fail;
     }
-    for (; nl < meta.n_parents; nl++) {
+    for (; t->n_lowers < meta.n_parents; t->n_lowers++) {
         char rel[OVERLAY_ID_MAX + 8];
-        snprintf(rel, sizeof(rel), "%s/fs", meta.parents[nl]);
-        lowers[nl] = openat(s->snapfd, rel, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-        if (lowers[nl] < 0) {
-            berth_error_errno(err, errno, "open parent snapshot %s", meta.parents[nl]);
-            goto out;
+        snprintf(rel, sizeof(rel), "%s/fs", meta.parents[t->n_lowers]);
+        t->lowers[t->n_lowers] =
+            openat(s->snapfd, rel, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (t->lowers[t->n_lowers] < 0) {
+            berth_error_errno(err, errno, "open parent snapshot %s", meta.parents[t->n_lowers]);
+            goto fail;
         }
     }
-    fsfd = openat(fd, "fs", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-    if (fsfd < 0) {
+    t->fsfd = openat(fd, "fs", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (t->fsfd < 0) {
         berth_error_errno(err, errno, "open snapshot %s", id);
-        goto out;
+        goto fail;
     }
-    blobfd = open(blob_path, O_RDONLY | O_CLOEXEC);
-    if (blobfd < 0) {
+    t->blobfd = open(blob_path, O_RDONLY | O_CLOEXEC);
+    if (t->blobfd < 0) {
         berth_error_errno(err, errno, "open layer blob %s", blob_path);
-        goto out;
+        goto fail;
     }
     /* Durable before we write a single entry: a crash from here on leaves a
      * snapshot that commit refuses. */
     if (write_atomic(fd, APPLY_FILE, "running\n", true, err) < 0)
-        goto out;
-    overlay_apply_opts_t opts = *o;
-    opts.lower_fds = lowers;
-    opts.n_lowers = nl;
-    if (overlay_apply_fd(fsfd, blobfd, comp, &opts, res, err) < 0) {
-        berth_error_t *ign = NULL;
-        write_atomic(fd, APPLY_FILE, "failed\n", false, &ign);
-        berth_error_free(&ign);
-        goto out;
-    }
-    char done[128];
-    snprintf(done, sizeof(done), "done %s\n", res->diff_id);
-    if (write_atomic(fd, APPLY_FILE, done, s->opts.sync_on_commit, err) < 0)
-        goto out;
-    rc = 0;
-out:
-    for (size_t i = 0; i < nl; i++)
-        close(lowers[i]);
-    free(lowers);
+        goto fail;
     meta_free(&meta);
-    if (fsfd >= 0)
-        close(fsfd);
-    if (blobfd >= 0)
-        close(blobfd);
-    close(fd);
+    return 0;
+fail:
+    meta_free(&meta);
+    overlay__apply_end(s, t, NULL, NULL);
+    return -1;
+}
+
+int overlay__apply_end(overlay_store_t *s, overlay_apply_target_t *t,
+                       const overlay_apply_result_t *res, berth_error_t **err)
+{
+    int rc = 0;
+    if (t->snapfd >= 0 && t->blobfd >= 0) { /* begin got as far as the marker */
+        if (!res) {
+            berth_error_t *ign = NULL;
+            write_atomic(t->snapfd, APPLY_FILE, "failed\n", false, &ign);
+            berth_error_free(&ign);
+        } else {
+            /* Not fsynced: until commit, losing "done" in a crash only makes
+             * the snapshot look interrupted (it is discarded and applied
+             * again), and commit's syncfs makes it durable before the
+             * "committed" marker is written. */
+            char done[128];
+            snprintf(done, sizeof(done), "done %s\n", res->diff_id);
+            rc = write_atomic(t->snapfd, APPLY_FILE, done, false, err);
+        }
+    }
+    for (size_t i = 0; i < t->n_lowers; i++)
+        close(t->lowers[i]);
+    free(t->lowers);
+    t->lowers = NULL;
+    t->n_lowers = 0;
+    if (t->fsfd >= 0)
+        close(t->fsfd);
+    if (t->blobfd >= 0)
+        close(t->blobfd);
+    if (t->snapfd >= 0)
+        close(t->snapfd);
+    t->snapfd = t->fsfd = t->blobfd = -1;
     return rc;
 }

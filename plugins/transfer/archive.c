@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "berth/log.h"
+#include "impl.h"
 #include "local.h"
 
 #define OUT_CHUNK (512 * 1024)
@@ -93,6 +94,7 @@ static void exp_free(exp_t *x)
     free(x->rbuf);
     berth_error_free(&x->err);
     free(x);
+    xfer_release_memory();
 }
 
 static void exp_finish(exp_t *x)
@@ -695,6 +697,7 @@ static void imp_free(imp_t *m)
     berth_mpbuf_destroy(&m->result);
     berth_error_free(&m->err);
     free(m);
+    xfer_release_memory();
 }
 
 static void imp_fail(imp_t *m, berth_code_t code, const char *fmt, ...) BERTH_PRINTF(3, 4);
@@ -1684,3 +1687,10 @@ bad:
     imp_free(m);
     berth_req_fail(r, &err);
 }
+
+/* Entry point of berth-transfer-archive.so (impl.h). */
+const xfer_archive_impl_t xfer_archive_impl = {
+    .abi = XFER_IMPL_ABI,
+    .import = xfer_handle_import,
+    .export_ = xfer_handle_export,
+};

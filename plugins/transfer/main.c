@@ -1,60 +1,183 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* berth-transfer: registers the image transfer methods, reads its config
- * section, sets up the libcurl multi client on the plugin's loop. */
+/* berth-transfer: registers the image transfer methods and validates its
+ * config section at start, then loads its implementation library
+ * (berth-transfer-impl.so: libcurl, jansson, libcrypto) on the first request
+ * and forwards every request to it; image archives (libarchive) are a second
+ * library, berth-transfer-archive.so, loaded for the first import or export. Until then the process
+ * maps only the SDK, so an idle transfer plugin costs about 2 MiB of RSS
+ * instead of 13. */
+#include <dlfcn.h>
+#include <errno.h>
+#include <limits.h>
+#include <malloc.h>
+#include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "berth/log.h"
-#include "xfer.h"
+#include "impl.h"
 
-xfer_ctx_t *xfer_ctx;
+static berth_plugin_t *g_plugin;
+static xfer_settings_t g_settings;
+static bool g_settings_set;
+static xfer_platform_t g_host;
+static char g_impl_path[PATH_MAX];
+static char g_archive_path[PATH_MAX];
+static const xfer_impl_t *g_impl;
+static const xfer_archive_impl_t *g_archive;
+
+/* The libraries sit next to the executable (build tree, and the installed
+ * libexec/berth), or in the libexec directory this build installs to. */
+static int find_lib(const char *file, char *out, size_t outlen, berth_error_t **err)
+{
+    char exe[PATH_MAX - 64]; /* room for "/" and the file name in out */
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+    struct stat st;
+    if (n > 0) {
+        exe[n] = 0;
+        char *slash = strrchr(exe, '/');
+        if (slash) {
+            *slash = 0;
+            snprintf(out, outlen, "%s/%s", exe, file);
+            if (stat(out, &st) == 0)
+                return 0;
+        }
+    }
+#ifdef BERTH_XFER_IMPL_DIR
+    snprintf(out, outlen, "%s/%s", BERTH_XFER_IMPL_DIR, file);
+    if (stat(out, &st) == 0)
+        return 0;
+#endif
+    return berth_error_set(err, BERTH_E_FAILED_PRECONDITION,
+                           "%s not found next to berth-transfer (%s) or in the install directory; "
+                           "reinstall berth",
+                           file, n > 0 ? exe : "?");
+}
+
+/* Loads the implementation once, on the loop thread (a few ms, once). */
+static const xfer_impl_t *impl_get(berth_req_t *r)
+{
+    if (g_impl)
+        return g_impl;
+    uint64_t t0 = berth_mono_ms();
+    /* GLOBAL: the archive library resolves transfer functions against it. */
+    void *h = dlopen(g_impl_path, RTLD_NOW | RTLD_GLOBAL);
+    if (!h) {
+        berth_req_failf(r, BERTH_E_INTERNAL, "berth-transfer cannot load %s: %s", g_impl_path,
+                        dlerror());
+        return NULL;
+    }
+    const xfer_impl_t *im = dlsym(h, XFER_IMPL_SYMBOL);
+    if (!im || im->abi != XFER_IMPL_ABI) {
+        berth_req_failf(r, BERTH_E_INTERNAL,
+                        "%s does not match this berth-transfer (built from other sources); "
+                        "reinstall berth",
+                        g_impl_path);
+        dlclose(h);
+        return NULL;
+    }
+    berth_error_t *err = NULL;
+    if (im->init(g_plugin, &g_settings, &g_host, &err) < 0) {
+        berth_error_wrap(&err, "start the registry client");
+        berth_req_fail(r, &err);
+        dlclose(h);
+        return NULL;
+    }
+    g_impl = im;
+    berth_log(BERTH_LOG_DEBUG, "msg=\"implementation loaded\" path=%s ms=%llu", g_impl_path,
+              (unsigned long long)(berth_mono_ms() - t0));
+    return im;
+}
+
+static const xfer_archive_impl_t *archive_get(berth_req_t *r)
+{
+    if (g_archive)
+        return g_archive;
+    if (!impl_get(r))
+        return NULL;
+    uint64_t t0 = berth_mono_ms();
+    void *h = dlopen(g_archive_path, RTLD_NOW | RTLD_LOCAL);
+    if (!h) {
+        berth_req_failf(r, BERTH_E_INTERNAL, "berth-transfer cannot load %s: %s", g_archive_path,
+                        dlerror());
+        return NULL;
+    }
+    const xfer_archive_impl_t *a = dlsym(h, XFER_ARCHIVE_SYMBOL);
+    if (!a || a->abi != XFER_IMPL_ABI) {
+        berth_req_failf(r, BERTH_E_INTERNAL,
+                        "%s does not match this berth-transfer (built from other sources); "
+                        "reinstall berth",
+                        g_archive_path);
+        dlclose(h);
+        return NULL;
+    }
+    g_archive = a;
+    berth_log(BERTH_LOG_DEBUG, "msg=\"archive support loaded\" path=%s ms=%llu", g_archive_path,
+              (unsigned long long)(berth_mono_ms() - t0));
+    return a;
+}
+
+#define FORWARD(name, get, field)                                                                       \
+    static void name(berth_req_t *r, const msgpack_object *params)                                 \
+    {                                                                                              \
+        const void *im = get(r);                                                                   \
+        if (im)                                                                                    \
+            ((const __typeof__(*get(r)) *)im)->field(r, params);                                   \
+    }
+FORWARD(fwd_pull, impl_get, pull)
+FORWARD(fwd_fetch, impl_get, fetch)
+FORWARD(fwd_push, impl_get, push)
+FORWARD(fwd_import, archive_get, import)
+FORWARD(fwd_export, archive_get, export_)
+FORWARD(fwd_check, impl_get, check)
+FORWARD(fwd_unpack, impl_get, unpack)
 
 static const berth_method_t methods[] = {
-    {"images.pull", xfer_handle_pull, 0, NULL},
-    {"content.fetch", xfer_handle_fetch, 0, NULL},
-    {"images.push", xfer_handle_push, 0, NULL},
-    {"images.import", xfer_handle_import, 0, NULL},
-    {"images.export", xfer_handle_export, 0, NULL},
-    {"images.check", xfer_handle_check, BERTH_METHOD_IDEMPOTENT, NULL},
-    {"images.unpack", xfer_handle_unpack, 0, NULL},
+    {"images.pull", fwd_pull, 0, NULL},
+    {"content.fetch", fwd_fetch, 0, NULL},
+    {"images.push", fwd_push, 0, NULL},
+    {"images.import", fwd_import, 0, NULL},
+    {"images.export", fwd_export, 0, NULL},
+    {"images.check", fwd_check, BERTH_METHOD_IDEMPOTENT, NULL},
+    {"images.unpack", fwd_unpack, 0, NULL},
 };
 
 static const char *const requires[] = {"content", "metadata", NULL};
 
 static int xfer_init(berth_plugin_t *p, berth_error_t **err)
 {
-    xfer_ctx_t *x = calloc(1, sizeof(*x));
-    x->p = p;
-    if (xfer_settings_parse(berth_plugin_config(p), &x->settings, err) < 0) {
-        free(x);
+    g_plugin = p;
+    if (xfer_settings_parse(berth_plugin_config(p), &g_settings, err) < 0)
         return -1;
-    }
-    xfer_platform_host(&x->host);
-    x->http = xfer_http_new(berth_plugin_loop(p), &x->settings, err);
-    if (!x->http) {
-        xfer_settings_clear(&x->settings);
-        free(x);
+    g_settings_set = true;
+    if (find_lib(XFER_IMPL_FILE, g_impl_path, sizeof(g_impl_path), err) < 0 ||
+        find_lib(XFER_ARCHIVE_FILE, g_archive_path, sizeof(g_archive_path), err) < 0)
         return -1;
-    }
-    xfer_ctx = x;
+    xfer_platform_host(&g_host);
     char plat[100];
     berth_log(BERTH_LOG_INFO, "msg=\"transfer ready\" platform=%s max_concurrent_downloads=%u",
-              xfer_platform_format(&x->host, plat, sizeof(plat)),
-              x->settings.max_concurrent_downloads);
+              xfer_platform_format(&g_host, plat, sizeof(plat)),
+              g_settings.max_concurrent_downloads);
     return 0;
 }
 
 static void xfer_fini(berth_plugin_t *p)
 {
-    if (!xfer_ctx)
-        return;
-    xfer_http_free(xfer_ctx->http);
-    xfer_settings_clear(&xfer_ctx->settings);
-    free(xfer_ctx);
-    xfer_ctx = NULL;
+    if (g_impl)
+        g_impl->fini();
+    g_impl = NULL;
+    if (g_settings_set)
+        xfer_settings_clear(&g_settings);
+    g_settings_set = false;
 }
 
 int main(int argc, char **argv)
 {
+    /* Staging buffers (1 MiB per download) come from mmap and go back to the
+     * kernel when freed, instead of raising glibc's dynamic threshold and
+     * staying in the heap of an idle plugin. */
+    mallopt(M_MMAP_THRESHOLD, 256 * 1024);
     berth_plugin_desc_t desc = {
         .id = "transfer",
         .type = "io.berth.transfer.v1",

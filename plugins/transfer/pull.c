@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "berth/log.h"
+#include "local.h"
 #include "xfer.h"
 
 #define CHUNK (512 * 1024)
@@ -49,6 +50,10 @@ typedef struct job_s {
     /* config */
     struct pman_s **owners;
     size_t n_owners;
+    xfer_rreq_t *cfg_q;       /* registry GET, started with the local read on cold pulls */
+    bool cfg_local_pending;   /* content.read in flight */
+    bool cfg_got;             /* one of the two delivered the bytes */
+    berth_error_t *cfg_err;   /* the GET's error, reported if the local read fails too */
 } job_t;
 
 typedef struct pman_s {
@@ -96,6 +101,14 @@ struct pull_s {
     char *rs_data, *rs_ct, *rs_dd; /* resolved root, kept until the lease exists */
     size_t rs_len;
     bool rs_done;
+    /* images.get of the name, asked while resolving: an image record that
+     * already points at the resolved digest means the blobs are most likely
+     * here ("warm": no speculative registry requests); otherwise ("cold")
+     * every blob is fetched from the registry at once, in parallel with the
+     * local checks. */
+    bool img_checked;
+    char *img_target;
+    bool warm;
 };
 
 static void pl_check(pull_t *pl);
@@ -175,6 +188,7 @@ static void timer_free(uv_handle_t *h)
 static void job_free(job_t *j)
 {
     xfer_desc_clear(&j->desc);
+    berth_error_free(&j->cfg_err);
     free(j->buf);
     free(j->owners);
     if (j->timer)
@@ -191,6 +205,7 @@ static void pl_free(pull_t *pl)
     free(pl->rs_data);
     free(pl->rs_ct);
     free(pl->rs_dd);
+    free(pl->img_target);
     xfer_reg_unref(pl->reg);
     free(pl->lease);
     xfer_desc_clear(&pl->root);
@@ -231,6 +246,8 @@ static void fail(pull_t *pl, const berth_error_t *err)
         job_t *j = pl->jobs[i];
         if (j->hq)
             xfer_rreq_cancel(j->hq);
+        if (j->cfg_q)
+            xfer_rreq_cancel(j->cfg_q);
         if (j->wc)
             berth_call_cancel(j->wc);
         if (j->timer && uv_is_active((uv_handle_t *)j->timer)) {
@@ -286,6 +303,7 @@ static void reply_and_free(pull_t *pl)
         pl->req = NULL;
     }
     pl_free(pl);
+    xfer_release_memory();
 }
 
 static void end_pull(pull_t *pl)
@@ -312,6 +330,7 @@ static void end_pull(pull_t *pl)
 
 static void image_saved(berth_call_t *c, const berth_error_t *err, const msgpack_object *res,
                         void *ud);
+static void save_image(pull_t *pl);
 
 static void pack_image(pull_t *pl, berth_mpbuf_t *b, bool update)
 {
@@ -335,6 +354,12 @@ static void image_saved(berth_call_t *c, const berth_error_t *err, const msgpack
 {
     pull_t *pl = ud;
     pl->pending--;
+    if (err && err->code == BERTH_E_NOT_FOUND && pl->warm && !pl->failed) {
+        /* Updated first because it was there; removed meanwhile: create. */
+        pl->warm = false;
+        save_image(pl);
+        return;
+    }
     if (err && err->code == BERTH_E_ALREADY_EXISTS && !pl->failed) {
         berth_mpbuf_t b;
         pack_image(pl, &b, true);
@@ -366,9 +391,11 @@ static void save_image(pull_t *pl)
 {
     pl->phase = PH_IMAGE;
     berth_mpbuf_t b;
-    pack_image(pl, &b, false);
+    /* An image that was there when the pull started is updated directly
+     * (create would fail with already_exists first, a wasted round trip). */
+    pack_image(pl, &b, pl->warm);
     berth_error_t *e = NULL;
-    if (xfer_call("images.create", &b, image_saved, pl, &e) == 0) {
+    if (xfer_call(pl->warm ? "images.update" : "images.create", &b, image_saved, pl, &e) == 0) {
         pl->pending++;
     } else {
         fail(pl, e);
@@ -723,9 +750,10 @@ static void start_layer(job_t *j)
     }
     berth_call_set_writable_cb(j->wc, wc_writable);
     pl->pending++;
-    /* Start the download while content opens the ingest (a round trip with
-     * disk work); it is replaced if the ingest turns out to have data. */
-    if (!j->restarted) {
+    /* On a cold pull, start the download while content opens the ingest (a
+     * round trip with disk work); it is replaced if the ingest turns out to
+     * have data. A warm pull asks content first. */
+    if (!j->restarted && !pl->warm) {
         j->early = true;
         start_http(j);
     }
@@ -853,14 +881,36 @@ static void config_fetched(const berth_error_t *err, const char *data, size_t le
     job_t *j = ud;
     pull_t *pl = j->pl;
     pl->pending--;
-    if (err)
-        job_finish(j, err);
-    else if (pl->failed)
+    j->cfg_q = NULL;
+    if (j->cfg_got || j->st == J_DONE) {
+        /* The local copy won (this GET was canceled) or the job ended. */
+    } else if (pl->failed) {
         job_finish(j, pl->err);
-    else
+    } else if (err && j->cfg_local_pending) {
+        /* Maybe the local read still finds it. */
+        berth_error_set(&j->cfg_err, err->code, "%s", err->message);
+    } else if (err) {
+        job_finish(j, err);
+    } else {
+        j->cfg_got = true;
         config_bytes(j, data, len);
+    }
     pump(pl);
     pl_check(pl);
+}
+
+static int config_get_remote(job_t *j, berth_error_t **e)
+{
+    pull_t *pl = j->pl;
+    char path[512], what[100];
+    snprintf(path, sizeof(path), "/v2/%s/blobs/%s", xfer_reg_repo(pl->reg), j->desc.digest);
+    snprintf(what, sizeof(what), "config %s", j->desc.digest);
+    j->cfg_q = xfer_reg_get_mem(pl->reg, path, NULL, XFER_MAX_CONFIG, what, false, config_fetched,
+                                j, e);
+    if (!j->cfg_q)
+        return -1;
+    pl->pending++;
+    return 0;
 }
 
 static void config_local(const berth_error_t *err, const char *data, size_t len, void *ud)
@@ -868,23 +918,33 @@ static void config_local(const berth_error_t *err, const char *data, size_t len,
     job_t *j = ud;
     pull_t *pl = j->pl;
     pl->pending--;
+    j->cfg_local_pending = false;
+    if (j->cfg_got || j->st == J_DONE) {
+        pl_check(pl);
+        return;
+    }
     if (pl->failed) {
         job_finish(j, pl->err);
         pl_check(pl);
         return;
     }
     if (!err) {
+        j->cfg_got = true;
+        if (j->cfg_q)
+            xfer_rreq_cancel(j->cfg_q); /* not needed after all */
         config_bytes(j, data, len);
+    } else if (j->cfg_q) {
+        /* The registry GET started with us is on its way. */
+        item_set(pl, j->item, "downloading", 0);
+    } else if (j->cfg_err) {
+        berth_error_t *e = j->cfg_err;
+        j->cfg_err = NULL;
+        job_finish(j, e);
+        berth_error_free(&e);
     } else {
-        char path[512], what[100];
-        snprintf(path, sizeof(path), "/v2/%s/blobs/%s", xfer_reg_repo(pl->reg), j->desc.digest);
-        snprintf(what, sizeof(what), "config %s", j->desc.digest);
         item_set(pl, j->item, "downloading", 0);
         berth_error_t *e = NULL;
-        if (xfer_reg_get_mem(pl->reg, path, NULL, XFER_MAX_CONFIG, what, false, config_fetched, j,
-                             &e))
-            pl->pending++;
-        else {
+        if (config_get_remote(j, &e) < 0) {
             job_finish(j, e);
             berth_error_free(&e);
         }
@@ -902,12 +962,18 @@ static void job_start(job_t *j)
     }
     if (j->is_config) {
         berth_error_t *e = NULL;
-        if (xfer_blob_read(pl->ns, j->desc.digest, XFER_MAX_CONFIG, config_local, j, &e) == 0)
+        if (xfer_blob_read(pl->ns, j->desc.digest, XFER_MAX_CONFIG, config_local, j, &e) == 0) {
             pl->pending++;
-        else {
+            j->cfg_local_pending = true;
+        } else {
             job_finish(j, e);
             berth_error_free(&e);
+            return;
         }
+        /* Cold pull: the config is on the critical path (it unlocks the
+         * unpack), ask the registry at the same time as content. */
+        if (!pl->warm && config_get_remote(j, &e) < 0)
+            berth_error_free(&e); /* the local read's failure path retries */
         return;
     }
     start_layer(j);
@@ -1162,13 +1228,14 @@ static void process_doc(pull_t *pl, const xfer_desc_t *d, const char *data, size
 /* Both the lease and the resolved manifest are needed before writing. */
 static void process_root(pull_t *pl)
 {
-    if (!pl->lease || !pl->rs_data || pl->rs_done || pl->failed)
+    if (!pl->lease || !pl->rs_data || !pl->img_checked || pl->rs_done || pl->failed)
         return;
     pl->rs_done = true;
     const char *data = pl->rs_data, *ct = pl->rs_ct, *dd = pl->rs_dd;
     size_t len = pl->rs_len;
     char dg[72];
     xfer_sha256_digest(data, len, dg);
+    pl->warm = pl->img_target && strcmp(pl->img_target, dg) == 0;
     if (pl->ref.digest && strcmp(pl->ref.digest, dg) != 0) {
         failf(pl, BERTH_E_FAILED_PRECONDITION, "%s: the registry sent a manifest with digest %s",
               pl->name, dg);
@@ -1244,6 +1311,19 @@ static void lease_created(berth_call_t *c, const berth_error_t *err, const msgpa
     pl->lease = berth_mp_strdup(id);
     if (!pl->lease)
         failf(pl, BERTH_E_INTERNAL, "leases.create answered without an id");
+    process_root(pl);
+    pump(pl);
+    pl_check(pl);
+}
+
+static void image_checked(const berth_error_t *err, const msgpack_object *image,
+                          const xfer_desc_t *target, void *ud)
+{
+    pull_t *pl = ud;
+    pl->pending--;
+    pl->img_checked = true;
+    if (!err && target && target->digest)
+        pl->img_target = strdup(target->digest);
     process_root(pl);
     pump(pl);
     pl_check(pl);
@@ -1351,7 +1431,12 @@ static void start_pull(berth_req_t *r, const msgpack_object *params, bool unpack
     berth_mp_kv_str(&b.pk, "berth.io/transfer", pl->name);
     if (xfer_call("leases.create", &b, lease_created, pl, &err) == 0) {
         pl->pending++;
-        /* Resolve meanwhile: nothing is written before the lease exists. */
+        /* Meanwhile: is this image here already (a read), and resolve
+         * (nothing is written before the lease exists). */
+        if (xfer_image_get(pl->ns, pl->name, image_checked, pl, NULL) == 0)
+            pl->pending++;
+        else
+            pl->img_checked = true;
         start_resolve(pl);
     } else {
         fail(pl, err);

@@ -116,6 +116,7 @@ static void ps_free(push_t *ps)
     free(ps->source_label);
     berth_error_free(&ps->err);
     free(ps);
+    xfer_release_memory();
 }
 
 static void ps_fail(push_t *ps, berth_code_t code, const char *fmt, ...) BERTH_PRINTF(3, 4);

@@ -1,8 +1,11 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* Unpacks an image's layers into snapshots named by chain id, in order, as
- * each layer's blob becomes available: snapshots.stat (reuse) or prepare a
- * random "extract-" key on the parent chain, diff.apply, check the diff id
- * against the config, snapshots.commit (already_exists = another pull won). */
+/* Unpacks an image's layers into snapshots named by chain id, in order:
+ * snapshots.stat of the top chain id (the whole image is there), else for
+ * each layer prepare a random "extract-" key on the parent chain with the
+ * snapshot.ref label (already_exists = reuse that layer) as soon as the
+ * parent is committed, even before the layer's blob has arrived; once it has,
+ * diff.apply, check the diff id against the config, snapshots.commit
+ * (already_exists = another pull won). */
 #include <stdio.h>
 #include <string.h>
 #include <sys/random.h>
@@ -18,8 +21,9 @@ struct xfer_unpack_s {
     size_t n;
     bool *ready;
     size_t next;
-    bool started, busy, canceled, finished, top_missing;
-    char *key; /* the active extract snapshot, removed on failure */
+    bool started, busy, canceled, finished;
+    char *key;     /* the active extract snapshot, removed on failure */
+    bool prepared; /* key is prepared for layer `next` (its blob may still be on its way) */
     xfer_unpack_progress_cb pcb;
     xfer_unpack_done_cb dcb;
     void *ud;
@@ -141,6 +145,7 @@ static void committed(berth_call_t *c, const berth_error_t *err, const msgpack_o
     }
     free(u->key);
     u->key = NULL;
+    u->prepared = false;
     if (u->pcb)
         u->pcb(i, "done", u->ud);
     u->next++;
@@ -180,20 +185,11 @@ static void applied(berth_call_t *c, const berth_error_t *err, const msgpack_obj
     berth_mpbuf_destroy(&b);
 }
 
-static void prepared(berth_call_t *c, const berth_error_t *err, const msgpack_object *res, void *ud)
+static void apply_layer(xfer_unpack_t *u)
 {
-    xfer_unpack_t *u = ud;
     size_t i = u->next;
     berth_error_t *e = NULL;
-    if (err) {
-        free(u->key);
-        u->key = NULL;
-        copy_err(&e, err, "prepare snapshot for layer", u->layers[i].digest);
-        fail(u, &e);
-        return;
-    }
-    if (check_cancel(u))
-        return;
+    u->busy = true;
     if (u->pcb)
         u->pcb(i, "unpacking", u->ud);
     berth_mpbuf_t b;
@@ -206,32 +202,43 @@ static void prepared(berth_call_t *c, const berth_error_t *err, const msgpack_ob
     berth_mpbuf_destroy(&b);
 }
 
-static void prepare_layer(xfer_unpack_t *u);
-
-static void stat_layer(berth_call_t *c, const berth_error_t *err, const msgpack_object *res,
-                       void *ud)
+static void prepared(berth_call_t *c, const berth_error_t *err, const msgpack_object *res, void *ud)
 {
     xfer_unpack_t *u = ud;
     size_t i = u->next;
     berth_error_t *e = NULL;
-    if (check_cancel(u))
-        return;
-    if (!err) {
+    u->busy = false;
+    if (err && err->code == BERTH_E_ALREADY_EXISTS) {
+        /* The label named a snapshot that is there (committed here, or
+         * shared from another namespace): skip this layer, like containerd. */
+        free(u->key);
+        u->key = NULL;
+        if (check_cancel(u))
+            return;
         if (u->pcb)
             u->pcb(i, "exists", u->ud);
         u->next++;
-        u->busy = false;
         step(u);
         return;
     }
-    if (err->code != BERTH_E_NOT_FOUND) {
-        copy_err(&e, err, "stat snapshot of layer", u->layers[i].digest);
+    if (err) {
+        free(u->key);
+        u->key = NULL;
+        copy_err(&e, err, "prepare snapshot for layer", u->layers[i].digest);
+        u->busy = true;
         fail(u, &e);
         return;
     }
-    prepare_layer(u);
+    if (check_cancel(u))
+        return;
+    u->prepared = true;
+    step(u);
 }
 
+/* Prepares the extract snapshot of layer `next` (its parent is committed),
+ * possibly before its blob has arrived. The snapshot.ref label makes
+ * metadata answer already_exists when that layer's snapshot exists, in one
+ * round trip instead of a stat and a prepare. */
 static void prepare_layer(xfer_unpack_t *u)
 {
     size_t i = u->next;
@@ -243,11 +250,15 @@ static void prepare_layer(xfer_unpack_t *u)
     if (asprintf(&u->key, "extract-%02x%02x%02x%02x%02x%02x%02x%02x-%s", rnd[0], rnd[1], rnd[2],
                  rnd[3], rnd[4], rnd[5], rnd[6], rnd[7], u->chain[i]) < 0)
         u->key = NULL;
+    u->busy = true;
     berth_mpbuf_t b;
-    xfer_params_begin(&b, i > 0 ? 2 : 1, u->ns, u->lease);
+    xfer_params_begin(&b, i > 0 ? 3 : 2, u->ns, u->lease);
     berth_mp_kv_str(&b.pk, "key", u->key);
     if (i > 0)
         berth_mp_kv_str(&b.pk, "parent", u->chain[i - 1]);
+    berth_mp_pack_str(&b.pk, "labels");
+    msgpack_pack_map(&b.pk, 1);
+    berth_mp_kv_str(&b.pk, "berth.io/snapshot.ref", u->chain[i]);
     if (xfer_call("snapshots.prepare", &b, prepared, u, &e) < 0) {
         free(u->key);
         u->key = NULL;
@@ -266,21 +277,12 @@ static void step(xfer_unpack_t *u)
         finish_now(u);
         return;
     }
-    if (!u->ready[u->next])
-        return;
-    u->busy = true;
-    if (u->next == u->n - 1 && u->top_missing) {
-        /* Already asked: the top snapshot is not there. */
+    if (!u->prepared) {
         prepare_layer(u);
         return;
     }
-    berth_mpbuf_t b;
-    xfer_params_begin(&b, 1, u->ns, NULL);
-    berth_mp_kv_str(&b.pk, "key", u->chain[u->next]);
-    berth_error_t *e = NULL;
-    if (xfer_call("snapshots.stat", &b, stat_layer, u, &e) < 0)
-        fail(u, &e);
-    berth_mpbuf_destroy(&b);
+    if (u->ready[u->next])
+        apply_layer(u);
 }
 
 static void stat_top(berth_call_t *c, const berth_error_t *err, const msgpack_object *res, void *ud)
@@ -295,8 +297,6 @@ static void stat_top(berth_call_t *c, const berth_error_t *err, const msgpack_ob
             if (u->pcb)
                 u->pcb(i, "exists", u->ud);
         u->next = u->n;
-    } else {
-        u->top_missing = true;
     }
     step(u);
 }

@@ -39,6 +39,9 @@ int xfer_blob_write_mem(const char *ns, const char *lease, const char *ref, cons
                         const void *data, size_t len, char *const *labels, size_t n_labels,
                         xfer_write_cb cb, void *ud, berth_error_t **err);
 
+/** Returns freed heap pages to the kernel (malloc_trim) after a big job. */
+void xfer_release_memory(void);
+
 /** Sends a progress chunk on a request when credit allows. */
 bool xfer_req_can_send(berth_req_t *r);
 

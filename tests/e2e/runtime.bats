@@ -14,7 +14,10 @@ setup_file() {
     command -v umoci >/dev/null || skip "umoci not installed (scripts/install-deps.sh)"
     [[ -x /bin/busybox ]] || skip "busybox-static not installed (scripts/install-deps.sh)"
     source "$BATS_TEST_DIRNAME/lib/registry.bash"
-    berth_start_daemon '{"gc": {"enabled": false}}'
+    # A cgroup parent of our own: other daemons on this host (parallel test
+    # runs) may use the same container ids.
+    export RT_CGROUP_PARENT=/berth-e2e-$$
+    berth_start_daemon "{\"gc\": {\"enabled\": false}, \"runtime-runc\": {\"config\": {\"cgroup_parent\": \"$RT_CGROUP_PARENT\"}}}"
     registry_build_image "$BERTH_TEST_DIR/img" 2
     tar -C "$BERTH_TEST_DIR/img" -cf "$BERTH_TEST_DIR/img.tar" .
     berth images import --base-name busybox "$BERTH_TEST_DIR/img.tar" >/dev/null
@@ -29,6 +32,11 @@ teardown_file() {
         BERTH_PID=$(cat "$BERTH_TEST_DIR/berthd.pid")
     fi
     berth_stop_daemon
+    local c
+    for c in /sys/fs/cgroup/*/ /sys/fs/cgroup/unified/; do
+        [[ -d $c${RT_CGROUP_PARENT#/} ]] || continue
+        rmdir "$c${RT_CGROUP_PARENT#/}"/* "$c${RT_CGROUP_PARENT#/}" 2>/dev/null || true
+    done
 }
 
 teardown() {
@@ -67,8 +75,12 @@ runtime_restarted() { # OLD-PID
     [[ -n $p && $p != null && $p != "$1" ]]
 }
 
+status_is() { # ID STATUS
+    [[ $(task_status "$1") == "$2" ]]
+}
+
 wait_status() { # ID STATUS
-    berth_wait_for 10 test "$(task_status "$1")" = "$2"
+    berth_wait_for 10 status_is "$1" "$2"
 }
 
 @test "run --rm echo hello prints hello, exits 0 and leaves nothing" {
@@ -100,7 +112,7 @@ wait_status() { # ID STATUS
     [[ $status == 0 ]]
     [[ $(jq -r '.spec.process.args[0]' <<<"$output") == true ]]
     run berth containers info --spec keep1
-    [[ $(jq -r '.linux.cgroupsPath' <<<"$output") == /berth/default/keep1 ]]
+    [[ $(jq -r '.linux.cgroupsPath' <<<"$output") == "$RT_CGROUP_PARENT/default/keep1" ]]
     [[ $(jq -r '.process.noNewPrivileges' <<<"$output") == true ]]
     [[ $(jq -r '.linux.seccomp.defaultAction' <<<"$output") == SCMP_ACT_ERRNO ]]
     run berth containers rm keep1
@@ -140,7 +152,8 @@ wait_status() { # ID STATUS
 }
 
 @test "signals are forwarded to the container" {
-    berth run --rm "$IMG" sig1 sh -c 'trap "exit 42" INT; echo ready; sleep 600 & wait' \
+    # $BERTH, not the berth function: $! must be the CLI itself.
+    $BERTH run --rm "$IMG" sig1 sh -c 'trap "exit 42" INT; echo ready; sleep 600 & wait' \
         >"$BERTH_TEST_DIR/sig1.out" 2>&1 &
     local pid=$!
     berth_wait_for 10 grep -q ready "$BERTH_TEST_DIR/sig1.out"
@@ -152,9 +165,9 @@ wait_status() { # ID STATUS
 }
 
 @test "--rm is carried out by the daemon even when the client dies" {
-    berth run --rm "$IMG" orphan1 sleep 1 >/dev/null 2>&1 &
+    $BERTH run --rm "$IMG" orphan1 sleep 1 >/dev/null 2>&1 &
     local pid=$!
-    berth_wait_for 10 test "$(task_status orphan1)" = RUNNING
+    wait_status orphan1 RUNNING
     kill -KILL "$pid"
     berth_wait_for 15 bash -c "! $BERTH containers ls -q | grep -qx orphan1"
     assert_gone orphan1

@@ -12,9 +12,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/fs.h>
+#include <linux/magic.h>
+#include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -300,6 +304,70 @@ static void test_usage_hardlinks(void **state)
     assert_true(u.size >= 8192 && u.size < 8192 + 3 * 4096);
 }
 
+/* Commit without usage (what the plugin does): the first usage query walks
+ * the tree and records the result in the committed marker; later queries
+ * read it back (the snapshot is immutable). */
+static void test_usage_after_commit(void **state)
+{
+    fx_t *f = *state;
+    overlay_mounts_t m;
+    prep(f, "21", NULL, 0, false, &m);
+    overlay_mounts_free(&m);
+    write_in(f, "21", "a", "hello");
+    write_in(f, "21", "b", "world");
+    berth_error_t *err = NULL;
+    assert_int_equal(overlay_commit(f->s, "21", NULL, &err), 0);
+    char p[PATH_MAX], buf[128] = "";
+    snprintf(p, sizeof(p), "%s/snapshots/21/committed", f->root);
+    FILE *fp = fopen(p, "r");
+    assert_non_null(fp);
+    assert_non_null(fgets(buf, sizeof(buf), fp));
+    fclose(fp);
+    assert_string_equal(buf, "\n"); /* not computed at commit */
+    overlay_usage_t u;
+    assert_int_equal(overlay_usage(f->s, "21", &u, &err), 0);
+    assert_int_equal(u.inodes, 3); /* fs dir + two files */
+    fp = fopen(p, "r");
+    assert_non_null(fp);
+    assert_non_null(fgets(buf, sizeof(buf), fp));
+    fclose(fp);
+    unsigned long long size, inodes;
+    assert_int_equal(sscanf(buf, "%llu %llu", &size, &inodes), 2);
+    assert_int_equal(inodes, 3);
+    assert_int_equal(size, u.size);
+    /* Recorded: a file added behind our back (not allowed, but it shows
+     * where the answer comes from) does not change it. */
+    write_in(f, "21", "c", "later");
+    overlay_usage_t u2;
+    assert_int_equal(overlay_usage(f->s, "21", &u2, &err), 0);
+    assert_int_equal(u2.inodes, 3);
+    /* A retried commit with a usage request reads the recorded value. */
+    assert_int_equal(overlay_commit(f->s, "21", &u2, &err), 0);
+    assert_int_equal(u2.inodes, 3);
+}
+
+/* The snapshots directory spreads new snapshot trees over the filesystem
+ * (FS_TOPDIR_FL) where the filesystem supports the flag (ext2/3/4). */
+static void test_snapshots_topdir(void **state)
+{
+    fx_t *f = *state;
+    char p[PATH_MAX];
+    snprintf(p, sizeof(p), "%s/snapshots", f->root);
+    int fd = open(p, O_RDONLY | O_DIRECTORY);
+    assert_true(fd >= 0);
+    int flags = 0;
+    if (ioctl(fd, FS_IOC_GETFLAGS, &flags) < 0) {
+        close(fd);
+        skip(); /* no inode flags here (tmpfs, ...) */
+    }
+    struct statfs sf;
+    assert_int_equal(fstatfs(fd, &sf), 0);
+    close(fd);
+    if (sf.f_type != EXT4_SUPER_MAGIC)
+        skip(); /* only ext2/3/4 know the flag */
+    assert_true(flags & FS_TOPDIR_FL);
+}
+
 static void test_remove_list_reconcile(void **state)
 {
     fx_t *f = *state;
@@ -467,6 +535,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_layout_and_mounts, setup, teardown),
         cmocka_unit_test_setup_teardown(test_commit_apply_marker, setup, teardown),
         cmocka_unit_test_setup_teardown(test_usage_hardlinks, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_usage_after_commit, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_snapshots_topdir, setup, teardown),
         cmocka_unit_test_setup_teardown(test_remove_list_reconcile, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rm_deep, setup, teardown),
         cmocka_unit_test_setup_teardown(test_chain_128, setup, teardown),

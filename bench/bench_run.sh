@@ -1,0 +1,154 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
+# Side-by-side container start benchmarks (issue 6, "Speed and memory"):
+#   1. `berth run --rm IMG id /bin/true` vs `ctr run --rm` (a private
+#      containerd 1.6) vs bare `runc run` on a prepared bundle: medians of N.
+#   2. 50 detached containers started concurrently: wall time until all run,
+#      and the total RSS of the shims (berth-shim vs containerd-shim-runc-v2).
+# Everything runs in private temp roots; nothing touches /var/lib or /run.
+#
+#   bench/bench_run.sh [-n RUNS] [-c CONCURRENT]      (root; build/bin built)
+#   env BERTH_BIN (default build/bin)
+set -euo pipefail
+
+RUNS=20
+CONC=50
+while getopts "n:c:" o; do
+    case $o in
+    n) RUNS=$OPTARG ;;
+    c) CONC=$OPTARG ;;
+    *) echo "usage: $0 [-n RUNS] [-c CONCURRENT]" >&2; exit 2 ;;
+    esac
+done
+
+SRC=$(cd "$(dirname "$0")/.." && pwd)
+export BERTH_BIN=${BERTH_BIN:-$SRC/build/bin}
+export BERTH_RPCTOOL=${BERTH_RPCTOOL:-$BERTH_BIN/../tests/berth-rpctool}
+[[ $(id -u) == 0 ]] || { echo "bench_run.sh needs root" >&2; exit 77; }
+for t in runc containerd ctr umoci jq; do
+    command -v $t >/dev/null || { echo "bench_run.sh needs $t (scripts/install-deps.sh)" >&2; exit 77; }
+done
+
+source "$SRC/tests/e2e/lib/daemon.bash"
+source "$SRC/tests/e2e/lib/registry.bash"
+
+CTRD_PID=
+cleanup() {
+    # Only the main shell cleans up (subshells may run this trap too).
+    [[ $BASHPID == "$$" ]] || return 0
+    set +e
+    if [[ -n ${CTRD_SOCK:-} ]]; then
+        for id in $(ctr -a "$CTRD_SOCK" -n bench tasks ls -q 2>/dev/null); do
+            ctr -a "$CTRD_SOCK" -n bench tasks kill -s KILL "$id" >/dev/null 2>&1
+        done
+        sleep 0.5
+        for id in $(ctr -a "$CTRD_SOCK" -n bench tasks ls -q 2>/dev/null); do
+            ctr -a "$CTRD_SOCK" -n bench tasks rm -f "$id" >/dev/null 2>&1
+        done
+        for id in $(ctr -a "$CTRD_SOCK" -n bench containers ls -q 2>/dev/null); do
+            ctr -a "$CTRD_SOCK" -n bench containers rm "$id" >/dev/null 2>&1
+        done
+    fi
+    [[ -n $CTRD_PID ]] && kill "$CTRD_PID" 2>/dev/null && wait "$CTRD_PID" 2>/dev/null
+    # containerd's shims outlive it by design: stop ours.
+    for p in $(pgrep -f "containerd-shim-runc-v2 .*-address ${CTRD_SOCK:-/nonexistent}"); do
+        kill -KILL "$p" 2>/dev/null
+    done
+    if [[ -n ${CTRD_DIR:-} ]]; then
+        awk -v d="$CTRD_DIR" 'index($5, d "/") == 1 {print $5}' /proc/self/mountinfo | sort -r |
+            while read -r m; do umount -l "$m"; done
+        rm -rf "$CTRD_DIR"
+    fi
+    berth_stop_daemon
+    for c in /sys/fs/cgroup/*/; do
+        rmdir "$c"bench-berth/bench "$c"bench-berth "$c"bench/* "$c"bench 2>/dev/null
+    done
+}
+trap cleanup EXIT
+
+median() { sort -n | awk '{a[NR]=$1} END {if (NR) print (NR % 2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2); else print 0}'; }
+now_ms() { echo $(($(date +%s%N) / 1000000)); }
+
+echo "# preparing: berthd, containerd and a busybox image"
+berth_start_daemon '{"gc": {"enabled": false}, "runtime-runc": {"config": {"cgroup_parent": "/bench-berth"}}}'
+registry_build_image "$BERTH_TEST_DIR/img" 1
+tar -C "$BERTH_TEST_DIR/img" -cf "$BERTH_TEST_DIR/img.tar" .
+berth -n bench images import --base-name busybox "$BERTH_TEST_DIR/img.tar" >/dev/null
+IMG=$(berth -n bench images ls -q | head -n 1)
+
+CTRD_DIR=$(mktemp -d /tmp/berth-bench-ctrd.XXXXXX)
+CTRD_SOCK=$CTRD_DIR/c.sock
+cat >"$CTRD_DIR/config.toml" <<EOF
+version = 2
+root = "$CTRD_DIR/root"
+state = "$CTRD_DIR/state"
+disabled_plugins = ["io.containerd.grpc.v1.cri"]
+[grpc]
+  address = "$CTRD_SOCK"
+EOF
+containerd --config "$CTRD_DIR/config.toml" >"$CTRD_DIR/log" 2>&1 &
+CTRD_PID=$!
+for _ in $(seq 100); do ctr -a "$CTRD_SOCK" version >/dev/null 2>&1 && break; sleep 0.1; done
+ctr -a "$CTRD_SOCK" -n bench images import --base-name busybox "$BERTH_TEST_DIR/img.tar" >/dev/null
+CIMG=$(ctr -a "$CTRD_SOCK" -n bench images ls -q | head -n 1)
+
+# A bundle for bare runc: the same image, unpacked.
+BUNDLE=$BERTH_TEST_DIR/bundle
+umoci unpack --image "$BERTH_TEST_DIR/img:t" "$BUNDLE" >/dev/null
+jq '.process.args = ["/bin/true"] | .process.terminal = false | .linux.cgroupsPath = "/bench/runc"' \
+    "$BUNDLE/config.json" >"$BUNDLE/c.json" && mv "$BUNDLE/c.json" "$BUNDLE/config.json"
+RUNC_ROOT=$BERTH_TEST_DIR/runc-root
+
+echo "# 1. run --rm IMG id /bin/true, $RUNS runs each (median, ms)"
+# Warm up each path once.
+berth -n bench run --rm "$IMG" warm /bin/true
+ctr -a "$CTRD_SOCK" -n bench run --rm "$CIMG" warm /bin/true
+runc --root "$RUNC_ROOT" run --bundle "$BUNDLE" warm >/dev/null
+declare -a B C R
+for i in $(seq "$RUNS"); do
+    s=$(now_ms); berth -n bench run --rm "$IMG" b$i /bin/true; B+=($(($(now_ms) - s)))
+    s=$(now_ms); ctr -a "$CTRD_SOCK" -n bench run --rm "$CIMG" c$i /bin/true; C+=($(($(now_ms) - s)))
+    s=$(now_ms); runc --root "$RUNC_ROOT" run --bundle "$BUNDLE" r$i >/dev/null; R+=($(($(now_ms) - s)))
+done
+mb=$(printf '%s\n' "${B[@]}" | median)
+mc=$(printf '%s\n' "${C[@]}" | median)
+mr=$(printf '%s\n' "${R[@]}" | median)
+printf '%-28s %8s ms\n' "berth run --rm" "$mb" "ctr run --rm" "$mc" "runc run (floor)" "$mr"
+awk -v b="$mb" -v c="$mc" 'BEGIN {printf "berth / ctr = %.2f (target <= 0.35)\n", b / c}'
+
+echo "# 2. $CONC detached containers started concurrently"
+s=$(now_ms)
+for i in $(seq "$CONC"); do
+    $BERTH -n bench run -d "$IMG" d$i sleep 600 &
+done
+wait || true
+eb=$(($(now_ms) - s))
+nb=$(berth -n bench tasks ls --format json | jq '[.[] | select(.status == "RUNNING")] | length')
+rss_b=0
+for p in $(pgrep -f "berth-shim --id d[0-9]+ --namespace bench --bundle $BERTH_STATE/"); do
+    rss_b=$((rss_b + $(awk '/^VmRSS/ {print $2}' /proc/$p/status)))
+done
+s=$(now_ms)
+for i in $(seq "$CONC"); do
+    ctr -a "$CTRD_SOCK" -n bench run -d "$CIMG" d$i sleep 600 >/dev/null &
+done
+wait || true
+ec=$(($(now_ms) - s))
+nc=$(ctr -a "$CTRD_SOCK" -n bench tasks ls | grep -c RUNNING || true)
+rss_c=0
+for p in $(pgrep -f "containerd-shim-runc-v2 .*-address $CTRD_SOCK"); do
+    rss_c=$((rss_c + $(awk '/^VmRSS/ {print $2}' /proc/$p/status)))
+done
+printf '%-28s %8s ms  (%s running)  shim RSS total %s MiB\n' \
+    "berth run -d x$CONC" "$eb" "$nb" "$((rss_b / 1024))" \
+    "ctr run -d x$CONC" "$ec" "$nc" "$((rss_c / 1024))"
+awk -v b="$eb" -v c="$ec" 'BEGIN {printf "berth / ctr = %.2f (target <= 0.5)\n", b / c}'
+echo "berth shim RSS per container: $((rss_b / CONC)) KiB (target <= 1024)"
+
+echo "# cleaning up"
+for i in $(seq "$CONC"); do berth -n bench tasks kill -s KILL d$i >/dev/null 2>&1 || true; done
+sleep 1
+for i in $(seq "$CONC"); do
+    berth -n bench tasks rm d$i >/dev/null 2>&1 || true
+    berth -n bench containers rm d$i >/dev/null 2>&1 || true
+done

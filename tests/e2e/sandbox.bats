@@ -1,0 +1,283 @@
+#!/usr/bin/env bats
+# SPDX-License-Identifier: Apache-2.0
+# Plugin sandboxes and sockets (issue 9, "Processes and sockets"): every
+# thread of the sandboxed plugins runs under seccomp; a forbidden syscall
+# (execve, mount, ptrace) kills only that plugin with SIGSYS and the core
+# restarts it while everything else keeps serving; no berth process owns an
+# abstract unix socket (CVE-2020-15257 class). The forbidden calls are made
+# by test hooks armed with BERTH_FAILPOINTS (content.sandbox_probe,
+# gc.sandbox_probe), see docs/security.md.
+
+bats_require_minimum_version 1.5.0
+
+SIGSYS_EXIT='killed by signal 31 (Bad system call)'
+
+setup() {
+    local lib=$BATS_TEST_DIRNAME/lib/daemon.bash b
+    [[ -f $lib ]] || skip "tests/e2e/lib/daemon.bash not present"
+    [[ $(id -u) == 0 ]] || skip "needs root (berthd supervises plugins)"
+    command -v jq >/dev/null || skip "jq not installed"
+    # shellcheck source=/dev/null
+    source "$lib"
+    for b in berthd berth berth-content berth-metadata berth-gc; do
+        [[ -x $BERTH_BIN/$b ]] || skip "$b not built (looked in $BERTH_BIN)"
+    done
+    BG_PIDS=()
+}
+
+teardown() {
+    local p
+    for p in "${BG_PIDS[@]}"; do
+        kill -9 "$p" 2>/dev/null || true
+        wait "$p" 2>/dev/null || true
+    done
+    if [[ -n ${DAEMON_STARTED:-} ]]; then
+        [[ ${BATS_TEST_COMPLETED:-} == 1 ]] || berth_dump_log 60 >&3 || true
+        berth_stop_daemon
+        DAEMON_STARTED=
+    fi
+    unset BERTH_FAILPOINTS
+    if [[ -n ${CG:-} ]]; then
+        local c
+        for c in /sys/fs/cgroup/*/ /sys/fs/cgroup/; do
+            [[ -d $c${CG#/} ]] && rmdir "$c${CG#/}"/* "$c${CG#/}" 2>/dev/null || true
+        done
+        CG=
+    fi
+}
+
+start() {
+    # Set first: a daemon whose plugins never got ready must still be stopped.
+    DAEMON_STARTED=1
+    berth_start_daemon "${1:-{\}}"
+}
+
+plugin_field() { # ID FIELD
+    berth_rpc call plugins.list "{\"id\": \"$1\"}" | jq -r ".plugins[0].$2"
+}
+
+plugin_restarted() { # ID OLD-PID
+    local p
+    p=$(plugin_field "$1" pid)
+    [[ $(plugin_field "$1" status) == ok && -n $p && $p != null && $p != 0 && $p != "$2" ]]
+}
+
+# Prints "TID MODE FILTERS" for every thread of PID (Seccomp 2 = filter mode).
+thread_seccomp() {
+    local t
+    for t in /proc/"$1"/task/*; do
+        echo "${t##*/} $(awk '/^Seccomp:/ {m=$2} /^Seccomp_filters:/ {f=$2} END {print m, f}' "$t/status")"
+    done
+}
+
+# Asserts that every thread of plugin ID runs under at least MIN filters.
+assert_sandboxed() { # ID MIN-FILTERS
+    local pid n=0 tid mode filters
+    pid=$(plugin_field "$1" pid)
+    [[ $pid =~ ^[0-9]+$ ]]
+    while read -r tid mode filters; do
+        n=$((n + 1))
+        if [[ $mode != 2 || $filters -lt $2 ]]; then
+            echo "plugin $1 pid $pid thread $tid: Seccomp=$mode filters=$filters (want 2, >= $2)"
+            return 1
+        fi
+    done < <(thread_seccomp "$pid")
+    echo "plugin $1 pid $pid: $n threads sandboxed"
+    [[ $n -ge 1 ]]
+}
+
+@test "content, gc and snapshot-overlay run every thread under seccomp" {
+    start
+    # Make content start its thread pool (threads created after the filter
+    # was loaded inherit it).
+    head -c 3000000 /dev/urandom >"$BERTH_TEST_DIR/blob"
+    d=$(berth content ingest sbx-1 --label berth.io/gc.root=1 <"$BERTH_TEST_DIR/blob")
+    berth content get "$d" | cmp - "$BERTH_TEST_DIR/blob"
+    # content and gc: the SDK allowlist plus a denylist on top.
+    assert_sandboxed content 2
+    assert_sandboxed gc 2
+    [[ $(thread_seccomp "$(plugin_field content pid)" | wc -l) -gt 1 ]]
+    grep -q 'plugin=content .*msg="sandbox applied" mode=allowlist' "$BERTH_LOG"
+    grep -q 'plugin=gc .*msg="sandbox applied" mode=allowlist' "$BERTH_LOG"
+    if [[ $(plugin_field snapshot-overlay status) == ok ]]; then
+        assert_sandboxed snapshot-overlay 1
+    fi
+    # The core itself is not confined by these filters (it spawns plugins).
+    [[ $(awk '/^Seccomp:/ {print $2}' /proc/"$BERTH_PID"/status) == 0 ]]
+}
+
+@test "content: execve, mount and ptrace each kill only content (SIGSYS); the core restarts it" {
+    export BERTH_FAILPOINTS="content.sandbox_probe=error"
+    start
+    head -c 1000000 /dev/urandom >"$BERTH_TEST_DIR/before"
+    # gc.root: unreferenced content would be collected by gc meanwhile.
+    d=$(berth content ingest before-1 --label berth.io/gc.root=1 <"$BERTH_TEST_DIR/before")
+    declare -A others
+    for id in metadata gc snapshot-overlay transfer runtime-runc; do
+        [[ $(plugin_field "$id" status) == ok ]] && others[$id]=$(plugin_field "$id" pid)
+    done
+    restarts0=$(plugin_field content restarts)
+    n=0
+    for sc in execve mount ptrace; do
+        old=$(plugin_field content pid)
+        run berth content abort "sandbox-probe-$sc"
+        echo "$sc: $output"
+        [ "$status" -ne 0 ]
+        # The probe must not have come back: that would mean the call was allowed.
+        [[ $output != *"not stopped by the sandbox"* ]]
+        berth_wait_for 20 grep -qF "msg=\"plugin exited\" plugin=content pid=$old exit=\"$SIGSYS_EXIT\"" "$BERTH_LOG"
+        berth_wait_for 20 plugin_restarted content "$old"
+        n=$((n + 1))
+    done
+    [ "$(plugin_field content restarts)" -eq $((restarts0 + n)) ]
+    [ "$(plugin_field content status)" = ok ]
+    # The others never noticed: same pids, no restarts.
+    for id in "${!others[@]}"; do
+        [ "$(plugin_field "$id" pid)" = "${others[$id]}" ]
+        [ "$(plugin_field "$id" restarts)" = 0 ]
+    done
+    # The daemon and the restarted content keep serving.
+    berth version >/dev/null
+    berth content get "$d" | cmp - "$BERTH_TEST_DIR/before"
+    head -c 2000000 /dev/urandom >"$BERTH_TEST_DIR/after"
+    d2=$(berth content ingest after-1 --label berth.io/gc.root=1 <"$BERTH_TEST_DIR/after")
+    berth content get "$d2" | cmp - "$BERTH_TEST_DIR/after"
+    # An ordinary abort still behaves as before.
+    run berth content abort no-such-ref
+    [ "$status" -ne 0 ]
+    [[ $output == *"no ingest with ref no-such-ref"* ]]
+}
+
+@test "gc: a forbidden execve kills only gc (SIGSYS); the core restarts it" {
+    export BERTH_FAILPOINTS="gc.sandbox_probe=error"
+    start '{"gc": {"config": {"startup_delay": "0ms"}}}'
+    old=$(plugin_field gc pid)
+    content_pid=$(plugin_field content pid)
+    meta_pid=$(plugin_field metadata pid)
+    # Any event gc subscribed to triggers the probe: a namespace deletion.
+    berth namespaces create sbx-ns >/dev/null
+    berth namespaces rm sbx-ns >/dev/null
+    berth_wait_for 20 grep -qF "msg=\"plugin exited\" plugin=gc pid=$old exit=\"$SIGSYS_EXIT\"" "$BERTH_LOG"
+    berth_wait_for 20 plugin_restarted gc "$old"
+    [ "$(plugin_field gc restarts)" -ge 1 ]
+    [ "$(plugin_field content pid)" = "$content_pid" ]
+    [ "$(plugin_field metadata pid)" = "$meta_pid" ]
+    # The restarted gc serves a collection.
+    run berth gc --format json
+    echo "$output"
+    [ "$status" -eq 0 ]
+    run ! grep -q "not stopped by the sandbox" "$BERTH_LOG"
+}
+
+# ---- abstract unix sockets ----------------------------------------------------
+
+# Prints the pids of berthd, all its descendants and every process whose
+# command line names our temp dir (shims are re-parented to init).
+berth_pids() {
+    local all p ppid
+    declare -A kids
+    while read -r p ppid; do
+        kids[$ppid]+=" $p"
+    done < <(ps -e -o pid=,ppid=)
+    local queue=("$BERTH_PID") seen=" "
+    while ((${#queue[@]})); do
+        p=${queue[0]}
+        queue=("${queue[@]:1}")
+        [[ $seen == *" $p "* ]] && continue
+        seen+="$p "
+        echo "$p"
+        # shellcheck disable=SC2206
+        queue+=(${kids[$p]:-})
+    done
+    berth__leftover_pids
+}
+
+# Prints "INODE PATH" for every unix socket in /proc/net/unix whose path is
+# abstract (starts with @) and that is held open by one of the given pids.
+abstract_sockets_of() {
+    local p f l
+    declare -A mine
+    for p in "$@"; do
+        for f in /proc/"$p"/fd/*; do
+            l=$(readlink "$f" 2>/dev/null) || continue
+            [[ $l =~ ^socket:\[([0-9]+)\]$ ]] && mine[${BASH_REMATCH[1]}]=$p
+        done
+    done
+    awk 'NR > 1 && $8 ~ /^@/ {print $7, $8}' /proc/net/unix | while read -r ino path; do
+        [[ -n ${mine[$ino]:-} ]] && echo "$ino $path pid=${mine[$ino]}"
+    done
+    # How many of our sockets /proc/net/unix knows at all (sanity: > 0).
+    local n=0 ino
+    while read -r ino; do
+        [[ -n ${mine[$ino]:-} ]] && n=$((n + 1))
+    done < <(awk 'NR > 1 {print $7}' /proc/net/unix)
+    echo "known $n" >&2
+}
+
+@test "abstract socket detection works (self-check with a python abstract socket)" {
+    command -v python3 >/dev/null || skip "python3 not installed"
+    python3 -c 'import socket, time
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.bind("\0berth-abstract-selfcheck-%d" % __import__("os").getpid())
+s.listen(1)
+time.sleep(30)' &
+    BG_PIDS+=($!)
+    sleep 0.5
+    run abstract_sockets_of "${BG_PIDS[0]}"
+    echo "$output"
+    [[ $output == *"@berth-abstract-selfcheck"* ]]
+}
+
+@test "no berth process (core, plugins, shim) holds an abstract unix socket" {
+    CG=/berth-e2e-sbx-$$
+    start "{\"runtime-runc\": {\"config\": {\"cgroup_parent\": \"$CG\"}}}"
+    local pids
+    # A running container adds a shim (and runc's own sockets) when the
+    # runtime stack is available.
+    if [[ $(plugin_field runtime-runc status) == ok && $(plugin_field transfer status) == ok ]] &&
+        command -v runc >/dev/null && command -v umoci >/dev/null && [[ -x /bin/busybox ]]; then
+        # shellcheck source=/dev/null
+        source "$BATS_TEST_DIRNAME/lib/registry.bash"
+        registry_build_image "$BERTH_TEST_DIR/img" 1
+        tar -C "$BERTH_TEST_DIR/img" -cf "$BERTH_TEST_DIR/img.tar" .
+        berth images import --base-name busybox "$BERTH_TEST_DIR/img.tar" >/dev/null
+        img=$(berth images ls -q | head -n 1)
+        berth run -d "$img" sbx-ctr sleep 600
+        berth_wait_for 20 test -S "$BERTH_STATE/runtime/default/sbx-ctr/shim.sock"
+        SHIM=1
+    fi
+    # Some traffic on every plugin so lazily created sockets exist too.
+    printf 'x' | berth content ingest sock-1 >/dev/null
+    berth gc >/dev/null || true
+    mapfile -t pids < <(berth_pids | sort -u)
+    echo "berth pids: ${pids[*]}"
+    [ "${#pids[@]}" -ge 4 ]
+    if [[ -n ${SHIM:-} ]]; then
+        # The shim: a berth-shim process with files open in our temp dir.
+        shim=$(for p in /proc/[0-9]*; do
+            [[ $(readlink "$p/exe" 2>/dev/null) == */berth-shim ]] || continue
+            ls -l "$p/cwd" "$p/fd" 2>/dev/null | grep -qF "$BERTH_TEST_DIR" && echo "${p#/proc/}"
+        done | head -n 1)
+        echo "shim pid: $shim"
+        [ -n "$shim" ]
+        [[ " ${pids[*]} " == *" $shim "* ]]
+    fi
+    run --separate-stderr abstract_sockets_of "${pids[@]}"
+    echo "abstract: $output"
+    echo "$stderr"
+    [ "$status" -eq 0 ]
+    [ -z "$output" ]
+    # The check looked at real sockets (berth.sock, plugin socketpairs).
+    [[ $stderr =~ known\ ([0-9]+) ]]
+    [ "${BASH_REMATCH[1]}" -ge 3 ]
+    if [[ -n ${SHIM:-} ]]; then
+        berth tasks kill -s KILL sbx-ctr
+        berth_wait_for 20 task_stopped sbx-ctr
+        berth tasks rm sbx-ctr
+        berth containers rm sbx-ctr
+    fi
+}
+
+task_stopped() {
+    [[ $(berth tasks ls --format json | jq -r --arg id "$1" '.[] | select(.id == $id) | .status') == STOPPED ]]
+}

@@ -12,6 +12,8 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <signal.h>
 #include <time.h>
 
 #include "berth/log.h"
@@ -812,6 +814,67 @@ static int open_schema(meta_db_t *db, bool fresh, berth_error_t **err)
     return 0;
 }
 
+/* Reads every page of an existing database in a forked child: garbage in a
+ * data page can make LMDB fault (SIGBUS/SIGSEGV) instead of returning
+ * MDB_CORRUPTED, and a plugin that crashes at every start is a crash loop,
+ * not an answer. The child opens its own read-only environment (an LMDB env
+ * must not be used across fork). Returns 0 when the walk finished or found a
+ * reportable error (the caller's own checks report it), -1 if it crashed. */
+static int walk_in_child(const char *path, berth_error_t **err)
+{
+    pid_t pid = fork();
+    if (pid < 0)
+        return 0; /* cannot check this way: the in-process checks still run */
+    if (pid == 0) {
+        /* Die of the fault (no inherited handler may catch it). */
+        signal(SIGBUS, SIG_DFL);
+        signal(SIGSEGV, SIG_DFL);
+        MDB_env *env;
+        MDB_txn *txn;
+        MDB_cursor *c, *c2;
+        MDB_dbi main_dbi, sub;
+        MDB_val k, v, k2, v2;
+        /* exit 2: could not even open it (the parent's checks say why,
+         * e.g. truncated); exit 1: the walk met an LMDB error. */
+        if (mdb_env_create(&env) || mdb_env_set_maxdbs(env, 64) ||
+            mdb_env_open(env, path, MDB_NOSUBDIR | MDB_RDONLY | MDB_NOLOCK, 0600) ||
+            mdb_txn_begin(env, NULL, MDB_RDONLY, &txn) || mdb_dbi_open(txn, NULL, 0, &main_dbi) ||
+            mdb_cursor_open(txn, main_dbi, &c))
+            _exit(2);
+        int rc;
+        while ((rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) == 0) {
+            char name[512];
+            if (k.mv_size == 0 || k.mv_size >= sizeof(name))
+                continue;
+            memcpy(name, k.mv_data, k.mv_size);
+            name[k.mv_size] = 0;
+            if (mdb_dbi_open(txn, name, 0, &sub) || mdb_cursor_open(txn, sub, &c2))
+                continue;
+            while (mdb_cursor_get(c2, &k2, &v2, MDB_NEXT) == 0) {
+                /* touch every byte of the value */
+                volatile unsigned char sum = 0;
+                for (size_t i = 0; i < v2.mv_size; i++)
+                    sum ^= ((unsigned char *)v2.mv_data)[i];
+                (void)sum;
+            }
+            mdb_cursor_close(c2);
+        }
+        _exit(rc == MDB_NOTFOUND ? 0 : 1);
+    }
+    int status = 0;
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+        ;
+    if (WIFSIGNALED(status))
+        return berth_error_set(err, BERTH_E_INTERNAL,
+                               "metadata database %s is corrupted (reading it crashed with %s); %s",
+                               path, strsignal(WTERMSIG(status)), corrupt_advice);
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 1)
+        return berth_error_set(err, BERTH_E_INTERNAL,
+                               "metadata database %s is corrupted (a full read of it failed); %s",
+                               path, corrupt_advice);
+    return 0;
+}
+
 int meta_db_open(const char *path, const meta_db_opts_t *opts, meta_db_t **out, berth_error_t **err)
 {
     meta_db_opts_t o = opts ? *opts : (meta_db_opts_t){0};
@@ -897,7 +960,7 @@ int meta_db_open(const char *path, const meta_db_opts_t *opts, meta_db_t **out, 
     mdb_reader_check(db->env, &dead);
     if (dead)
         berth_log(BERTH_LOG_INFO, "msg=\"cleared stale LMDB readers\" count=%d", dead);
-    if (!fresh && check_size(db, err) < 0) {
+    if (!fresh && (check_size(db, err) < 0 || walk_in_child(path, err) < 0)) {
         meta_db_close(db);
         return -1;
     }

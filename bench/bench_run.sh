@@ -118,10 +118,13 @@ awk -v b="$mb" -v c="$mc" 'BEGIN {printf "berth / ctr = %.2f (target <= 0.35)\n"
 
 echo "# 2. $CONC detached containers started concurrently"
 s=$(now_ms)
+pids=()
 for i in $(seq "$CONC"); do
     $BERTH -n bench run -d "$IMG" d$i sleep 600 &
+    pids+=($!)
 done
-wait || true
+# Only these: a bare `wait` would also wait for berthd and containerd.
+wait "${pids[@]}" || true
 eb=$(($(now_ms) - s))
 nb=$(berth -n bench tasks ls --format json | jq '[.[] | select(.status == "RUNNING")] | length')
 rss_b=0
@@ -129,10 +132,12 @@ for p in $(pgrep -f "berth-shim --id d[0-9]+ --namespace bench --bundle $BERTH_S
     rss_b=$((rss_b + $(awk '/^VmRSS/ {print $2}' /proc/$p/status)))
 done
 s=$(now_ms)
+pids=()
 for i in $(seq "$CONC"); do
     ctr -a "$CTRD_SOCK" -n bench run -d "$CIMG" d$i sleep 600 >/dev/null &
+    pids+=($!)
 done
-wait || true
+wait "${pids[@]}" || true
 ec=$(($(now_ms) - s))
 nc=$(ctr -a "$CTRD_SOCK" -n bench tasks ls | grep -c RUNNING || true)
 rss_c=0

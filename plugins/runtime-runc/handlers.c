@@ -5,11 +5,13 @@
  * on the loop. */
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "berth/log.h"
@@ -283,6 +285,36 @@ typedef struct {
     berth_error_t *err;
 } tcreate_t;
 
+/* Waits (bounded) until process pid has exited. A pidfd polls readable
+ * once the process is dead, even while it is an unreaped zombie (kill(pid, 0)
+ * would still succeed then). */
+static void wait_exit(int pid, int timeout_ms)
+{
+    int fd = (int)syscall(SYS_pidfd_open, pid, 0);
+    if (fd >= 0) {
+        struct pollfd pf = {.fd = fd, .events = POLLIN};
+        poll(&pf, 1, timeout_ms);
+        close(fd);
+        return;
+    }
+    char p[64], st[256];
+    snprintf(p, sizeof(p), "/proc/%d/stat", pid);
+    for (int waited = 0; waited < timeout_ms; waited += 10) {
+        int f = open(p, O_RDONLY | O_CLOEXEC);
+        if (f < 0)
+            return;
+        ssize_t n = read(f, st, sizeof(st) - 1);
+        close(f);
+        if (n <= 0)
+            return;
+        st[n] = 0;
+        char *rp = strrchr(st, ')');
+        if (rp && rp[1] == ' ' && (rp[2] == 'Z' || rp[2] == 'X'))
+            return;
+        usleep(10000);
+    }
+}
+
 static void tcreate_work(uv_work_t *w)
 {
     tcreate_t *c = w->data;
@@ -296,6 +328,7 @@ static void tcreate_work(uv_work_t *w)
     _cleanup_free_ char *rname = NULL;
     char rootfs[4096];
     snprintf(rootfs, sizeof(rootfs), "%s/rootfs", c->bundle);
+    uint64_t t0 = berth_mono_ms(), t_meta = 0, t_bundle = 0, t_mount = 0, t_spawn = 0;
 
     if (rt_container_get(c->ns, c->id, &cr, &ctr, err) < 0)
         goto fail;
@@ -328,6 +361,7 @@ static void tcreate_work(uv_work_t *w)
     }
     if (rt_fsmounts_from_mp(berth_mp_get(mr.result, "mounts"), &fm, &nfm, err) < 0)
         goto fail;
+    t_meta = berth_mono_ms();
     if (rt_bundle_create(c->bundle, spec.ptr, spec.len, err) < 0)
         goto fail;
     bundle_made = true;
@@ -348,9 +382,11 @@ static void tcreate_work(uv_work_t *w)
     }
     if (rt_fifos_create(c->fifo_dir, "init", c->want, c->fifos, err) < 0)
         goto fail;
+    t_bundle = berth_mono_ms();
     if (rt_rootfs_mount(rootfs, fm, nfm, false, err) < 0)
         goto fail;
     mounted = true;
+    t_mount = berth_mono_ms();
 
     char root[4200], wait_ms[24];
     snprintf(root, sizeof(root), "%s/%s", rt_g.runc_root, c->ns);
@@ -377,6 +413,7 @@ static void tcreate_work(uv_work_t *w)
     argv[n] = NULL;
     if (rt_launcher_spawn(argv, &c->shim_pid, err) < 0)
         goto fail;
+    t_spawn = berth_mono_ms();
 
     shim_client_t sc;
     const msgpack_object *res = NULL;
@@ -398,15 +435,20 @@ static void tcreate_work(uv_work_t *w)
     }
     shim_client_close(&sc);
     if (rc < 0) {
-        /* A shim that did not get "confirm" rolls back by itself; give it a
-         * moment so it does not race our own cleanup below. */
-        for (int i = 0; i < 100 && kill(c->shim_pid, 0) == 0; i++)
-            usleep(20000);
+        /* A shim whose create failed exits, one that did not get "confirm"
+         * rolls back: let it finish so it does not race our cleanup below. */
+        wait_exit(c->shim_pid, 3000);
         goto fail;
     }
     rt_fsmounts_free(fm, nfm);
     rt_result_free(&cr);
     rt_result_free(&mr);
+    berth_log(BERTH_LOG_DEBUG,
+              "msg=\"task created\" id=%s metadata_ms=%llu bundle_ms=%llu mount_ms=%llu "
+              "spawn_ms=%llu runc_create_ms=%llu",
+              c->id, (unsigned long long)(t_meta - t0), (unsigned long long)(t_bundle - t_meta),
+              (unsigned long long)(t_mount - t_bundle), (unsigned long long)(t_spawn - t_mount),
+              (unsigned long long)(berth_mono_ms() - t_spawn));
     return;
 fail:
     if (mounted) {

@@ -57,9 +57,14 @@ int rt_read_in_root(int rootfd, const char *path, size_t cap, char **out, size_t
 
 /** Builds the default seccomp profile (docker/containerd's allowlist) for a
  * process with the given bounding capabilities (a JSON array of "CAP_*").
- * Names the host's libseccomp does not know are dropped (debug log). Returns a
+ * Names the host's libseccomp does not know are dropped (debug log). The x32
+ * ABI is listed only when `with_x32` (the kernel runs x32 binaries). Returns a
  * new reference. */
-json_t *rt_seccomp_default(const json_t *bounding_caps);
+json_t *rt_seccomp_default(const json_t *bounding_caps, bool with_x32);
+
+/** True if the kernel accepts x32 system calls (CONFIG_X86_X32_ABI on and
+ * not disabled). */
+bool rt_kernel_has_x32(void);
 
 /* ---- spec.c ------------------------------------------------------------- */
 
@@ -128,6 +133,7 @@ typedef struct {
     uint64_t nofile_hard; /* RLIM_INFINITY when unlimited */
     int cap_last_cap;     /* /proc/sys/kernel/cap_last_cap */
     json_t *devices;      /* privileged: host devices (linux.devices entries); owned */
+    bool x32;             /* the kernel runs x32 binaries (seccomp lists the ABI) */
 } rt_host_t;
 
 void rt_host_probe(rt_host_t *h, bool with_devices);

@@ -563,6 +563,7 @@ void rt_host_probe(rt_host_t *h, bool with_devices)
             h->cap_last_cap = v;
         fclose(f);
     }
+    h->x32 = rt_kernel_has_x32();
     if (with_devices) {
         h->devices = json_array();
         add_host_devices(h->devices, "/dev", 0);
@@ -980,7 +981,7 @@ json_t *rt_spec_generate(const rt_spec_input_t *in, const rt_spec_opts_t *o, ber
         }
         json_object_set_new(lx, "seccomp", prof);
     } else if (!unconfined) {
-        json_object_set_new(lx, "seccomp", rt_seccomp_default(caps));
+        json_object_set_new(lx, "seccomp", rt_seccomp_default(caps, in->host && in->host->x32));
     }
     json_decref(caps);
     return spec;

@@ -886,6 +886,7 @@ int rt_task_teardown(const char *bundle, const char *fifo_dir, const char *runti
 {
     memset(ex, 0, sizeof(*ex));
     bool dead = !shim_alive;
+    uint64_t t0 = berth_mono_ms(), t_shim;
     if (shim_alive) {
         shim_client_t c;
         berth_mpbuf_t b;
@@ -951,12 +952,15 @@ int rt_task_teardown(const char *bundle, const char *fifo_dir, const char *runti
     }
     if (dfd >= 0)
         close(dfd);
+    t_shim = berth_mono_ms();
     char rootfs[PATH_MAX];
     snprintf(rootfs, sizeof(rootfs), "%s/rootfs", bundle);
     if (rt_rootfs_unmount(rootfs, err) < 0)
         return -1;
     if (rt_remove_tree(bundle, err) < 0)
         return -1;
+    berth_log(BERTH_LOG_DEBUG, "msg=\"task torn down\" id=%s shim_delete_ms=%llu unmount_remove_ms=%llu",
+              id, (unsigned long long)(t_shim - t0), (unsigned long long)(berth_mono_ms() - t_shim));
     berth_error_t *e = NULL;
     if (rt_remove_tree(fifo_dir, &e) < 0) {
         berth_log(BERTH_LOG_WARN, "msg=\"remove fifos\" dir=%s err=\"%s\"", fifo_dir, e->message);

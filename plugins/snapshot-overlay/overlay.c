@@ -8,10 +8,10 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <linux/fs.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <linux/fs.h>
 #include <sys/ioctl.h>
 #include <sys/random.h>
 #include <sys/stat.h>
@@ -497,8 +497,10 @@ static void spread_snapshots(int dirfd, const char *path)
         return;
     flags |= FS_TOPDIR_FL;
     if (ioctl(dirfd, FS_IOC_SETFLAGS, &flags) < 0)
-        berth_log(BERTH_LOG_DEBUG, "msg=\"cannot mark snapshot dir as a top directory\" dir=%s "
-                  "error=\"%s\"", path, strerror(errno));
+        berth_log(BERTH_LOG_DEBUG,
+                  "msg=\"cannot mark snapshot dir as a top directory\" dir=%s "
+                  "error=\"%s\"",
+                  path, strerror(errno));
 }
 
 int overlay_store_open(const char *root, const overlay_store_opts_t *opts, overlay_store_t **out,

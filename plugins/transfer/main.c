@@ -118,7 +118,7 @@ static const xfer_archive_impl_t *archive_get(berth_req_t *r)
     return a;
 }
 
-#define FORWARD(name, get, field)                                                                       \
+#define FORWARD(name, get, field)                                                                  \
     static void name(berth_req_t *r, const msgpack_object *params)                                 \
     {                                                                                              \
         const void *im = get(r);                                                                   \

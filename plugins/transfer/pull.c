@@ -50,10 +50,10 @@ typedef struct job_s {
     /* config */
     struct pman_s **owners;
     size_t n_owners;
-    xfer_rreq_t *cfg_q;       /* registry GET, started with the local read on cold pulls */
-    bool cfg_local_pending;   /* content.read in flight */
-    bool cfg_got;             /* one of the two delivered the bytes */
-    berth_error_t *cfg_err;   /* the GET's error, reported if the local read fails too */
+    xfer_rreq_t *cfg_q;     /* registry GET, started with the local read on cold pulls */
+    bool cfg_local_pending; /* content.read in flight */
+    bool cfg_got;           /* one of the two delivered the bytes */
+    berth_error_t *cfg_err; /* the GET's error, reported if the local read fails too */
 } job_t;
 
 typedef struct pman_s {
@@ -905,8 +905,8 @@ static int config_get_remote(job_t *j, berth_error_t **e)
     char path[512], what[100];
     snprintf(path, sizeof(path), "/v2/%s/blobs/%s", xfer_reg_repo(pl->reg), j->desc.digest);
     snprintf(what, sizeof(what), "config %s", j->desc.digest);
-    j->cfg_q = xfer_reg_get_mem(pl->reg, path, NULL, XFER_MAX_CONFIG, what, false, config_fetched,
-                                j, e);
+    j->cfg_q =
+        xfer_reg_get_mem(pl->reg, path, NULL, XFER_MAX_CONFIG, what, false, config_fetched, j, e);
     if (!j->cfg_q)
         return -1;
     pl->pending++;

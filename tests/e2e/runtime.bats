@@ -32,10 +32,17 @@ teardown_file() {
         BERTH_PID=$(cat "$BERTH_TEST_DIR/berthd.pid")
     fi
     berth_stop_daemon
-    local c
-    for c in /sys/fs/cgroup/*/ /sys/fs/cgroup/unified/; do
+    # Containers a failed test left behind (their shims are gone, their
+    # processes are not in our temp dir), then their cgroups, deepest first.
+    local c f p
+    for f in $(find /sys/fs/cgroup/pids/"${RT_CGROUP_PARENT#/}" /sys/fs/cgroup/"${RT_CGROUP_PARENT#/}" \
+        -name cgroup.procs 2>/dev/null); do
+        for p in $(cat "$f"); do kill -KILL "$p" 2>/dev/null || true; done
+    done
+    sleep 0.2
+    for c in /sys/fs/cgroup/*/ /sys/fs/cgroup/; do
         [[ -d $c${RT_CGROUP_PARENT#/} ]] || continue
-        rmdir "$c${RT_CGROUP_PARENT#/}"/* "$c${RT_CGROUP_PARENT#/}" 2>/dev/null || true
+        find "$c${RT_CGROUP_PARENT#/}" -depth -type d -exec rmdir {} + 2>/dev/null || true
     done
 }
 
@@ -255,7 +262,8 @@ wait_status() { # ID STATUS
     before=$(berth tasks ls --format json | jq -c '[.[] | select(.id | startswith("crash")) | [.id, .pid, .status]] | sort')
     [[ $(jq length <<<"$before") == 20 ]]
     kill -KILL "$BERTH_PID"
-    wait "$BERTH_PID" 2>/dev/null || true
+    # berthd is not our child (setup_file started it): wait for its lock.
+    berth_wait_for 10 flock -n "$BERTH_STATE/berthd.lock" true
     "$BERTH_BIN/berthd" --config "$BERTH_CONFIG" >>"$BERTH_LOG" 2>&1 &
     BERTH_PID=$!
     echo "$BERTH_PID" >"$BERTH_TEST_DIR/berthd.pid"

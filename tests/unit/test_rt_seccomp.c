@@ -59,12 +59,19 @@ static void test_default_shape(void **state)
 {
     static const char *const def[] = {"CAP_CHOWN", "CAP_KILL", "CAP_NET_RAW", NULL};
     json_t *c = caps(def);
-    json_t *p = rt_seccomp_default(c);
+    json_t *p = rt_seccomp_default(c, false);
     assert_string_equal(json_string_value(json_object_get(p, "defaultAction")), "SCMP_ACT_ERRNO");
 #if defined(__x86_64__)
     json_t *arches = json_object_get(p, "architectures");
     assert_string_equal(json_string_value(json_array_get(arches, 0)), "SCMP_ARCH_X86_64");
+    assert_string_equal(json_string_value(json_array_get(arches, 1)), "SCMP_ARCH_X86");
+    assert_int_equal(json_array_size(arches), 2);
     assert_true(allowed_unconditionally(p, "arch_prctl"));
+    /* x32 only when the kernel runs x32 binaries */
+    json_t *p32 = rt_seccomp_default(c, true);
+    assert_string_equal(json_string_value(json_array_get(json_object_get(p32, "architectures"), 2)),
+                        "SCMP_ARCH_X32");
+    json_decref(p32);
 #endif
     assert_true(allowed_unconditionally(p, "read"));
     assert_true(allowed_unconditionally(p, "execve"));
@@ -103,7 +110,7 @@ static void test_cap_rules(void **state)
 {
     static const char *const adm[] = {"CAP_SYS_ADMIN", "CAP_SYS_CHROOT", "CAP_SYS_TIME", NULL};
     json_t *c = caps(adm);
-    json_t *p = rt_seccomp_default(c);
+    json_t *p = rt_seccomp_default(c, false);
     assert_true(allowed_unconditionally(p, "mount"));
     assert_true(allowed_unconditionally(p, "clone"));
     assert_true(allowed_unconditionally(p, "chroot"));
@@ -120,7 +127,7 @@ static void test_cap_rules(void **state)
  * does not know (newer syscalls) are left out instead of failing. */
 static void test_names_known(void **state)
 {
-    json_t *p = rt_seccomp_default(NULL);
+    json_t *p = rt_seccomp_default(NULL, false);
     json_t *sc = json_object_get(p, "syscalls");
     size_t i, k;
     json_t *r, *n;
@@ -156,7 +163,7 @@ static void test_compiles(void **state)
 {
     static const char *const def[] = {"CAP_CHOWN", "CAP_SETUID", NULL};
     json_t *c = caps(def);
-    json_t *p = rt_seccomp_default(c);
+    json_t *p = rt_seccomp_default(c, false);
     scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ERRNO(EPERM));
     assert_non_null(ctx);
     json_t *sc = json_object_get(p, "syscalls");

@@ -173,6 +173,7 @@ int shim_runc(shim_t *s, const char *const *args, const int fds[3], char **out,
 {
     const char *argv[48];
     const char *what = args[0] ? args[0] : "?";
+    const char *rname = strrchr(s->runtime, '/') ? strrchr(s->runtime, '/') + 1 : s->runtime;
     size_t n = 0;
     argv[n++] = s->runtime;
     argv[n++] = "--root";
@@ -226,7 +227,7 @@ int shim_runc(shim_t *s, const char *const *args, const int fds[3], char **out,
         close(pipefd[0]);
     if (r < 0) {
         shim_buf_free(&ob);
-        return berth_error_set(err, BERTH_E_INTERNAL, "lost track of runc %s", what);
+        return berth_error_set(err, BERTH_E_INTERNAL, "lost track of %s %s", rname, what);
     }
     if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
         shim_buf_free(&ob);
@@ -242,10 +243,10 @@ int shim_runc(shim_t *s, const char *const *args, const int fds[3], char **out,
         if (WIFEXITED(st) && WEXITSTATUS(st) == 127)
             berth_error_set(err, BERTH_E_FAILED_PRECONDITION,
                             "cannot run the OCI runtime %s: is it installed?", s->runtime);
-        else if (msg && strncmp(msg, "runc ", 5) == 0)
+        else if (msg && strncmp(msg, rname, strlen(rname)) == 0 && msg[strlen(rname)] == ' ')
             berth_error_set(err, code, "%s", msg);
         else
-            berth_error_set(err, code, "runc %s: %s", what,
+            berth_error_set(err, code, "%s %s: %s", rname, what,
                             msg ? msg : (WIFSIGNALED(st) ? "killed" : "failed"));
         free(msg);
         return -1;

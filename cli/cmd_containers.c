@@ -11,7 +11,10 @@
 
 int cli_run_create(int argc, char **argv, const char *cmd, bool run_mode);
 
-static int c_create(int argc, char **argv) { return cli_run_create(argc, argv, "containers create", false); }
+static int c_create(int argc, char **argv)
+{
+    return cli_run_create(argc, argv, "containers create", false);
+}
 
 static const char *parse_fmt_flags(int argc, char **argv, const char *cmd, bool *quiet)
 {

@@ -22,8 +22,8 @@
 
 /* Shared with cmd_containers.c and cmd_tasks.c (declared there). */
 int cli_run_create(int argc, char **argv, const char *cmd, bool run_mode);
-int cli_run_attach(const char *id, const char *exec_id, bool tty, const char *fifos[3],
-                   bool start, bool interactive);
+int cli_run_attach(const char *id, const char *exec_id, bool tty, const char *fifos[3], bool start,
+                   bool interactive);
 int cli_parse_signal(const char *s);
 
 /* ---- flag parsing --------------------------------------------------------- */
@@ -78,7 +78,8 @@ static void parse_mount(const char *v, mount_flag_t *m)
     for (char *kv = strtok_r(copy, ",", &save); kv; kv = strtok_r(NULL, ",", &save)) {
         char *eq = strchr(kv, '=');
         if (!eq)
-            cli_die("invalid --mount \"%s\": use type=bind,src=PATH,dst=PATH[,options=rbind:ro]", v);
+            cli_die("invalid --mount \"%s\": use type=bind,src=PATH,dst=PATH[,options=rbind:ro]",
+                    v);
         *eq = 0;
         const char *k = kv, *val = eq + 1;
         if (strcmp(k, "type") == 0)
@@ -90,7 +91,8 @@ static void parse_mount(const char *v, mount_flag_t *m)
         else if (strcmp(k, "options") == 0)
             m->opts = strdup(val);
         else
-            cli_die("invalid --mount \"%s\": unknown key %s (known: type, src, dst, options)", v, k);
+            cli_die("invalid --mount \"%s\": unknown key %s (known: type, src, dst, options)", v,
+                    k);
     }
     free(copy);
     if (!m->dst)
@@ -130,15 +132,33 @@ static void read_env_file(const char *path, char ***env, int *n)
     fclose(f);
 }
 
-static const char run_usage[] =
-    "IMAGE ID [CMD [ARG...]]";
+static const char run_usage[] = "IMAGE ID [CMD [ARG...]]";
 
 int cli_run_create(int argc, char **argv, const char *cmd, bool run_mode)
 {
     enum {
-        O_ENV = 256, O_ENV_FILE, O_CWD, O_USER, O_MOUNT, O_NET_HOST, O_PRIV, O_RO, O_HOSTNAME,
-        O_MEM, O_CPUS, O_CPU_SHARES, O_CPUSET, O_LABEL, O_RUNTIME, O_RM, O_CAP_ADD, O_CAP_DROP,
-        O_SECCOMP, O_PIDS, O_ANNOT, O_NNP_OFF,
+        O_ENV = 256,
+        O_ENV_FILE,
+        O_CWD,
+        O_USER,
+        O_MOUNT,
+        O_NET_HOST,
+        O_PRIV,
+        O_RO,
+        O_HOSTNAME,
+        O_MEM,
+        O_CPUS,
+        O_CPU_SHARES,
+        O_CPUSET,
+        O_LABEL,
+        O_RUNTIME,
+        O_RM,
+        O_CAP_ADD,
+        O_CAP_DROP,
+        O_SECCOMP,
+        O_PIDS,
+        O_ANNOT,
+        O_NNP_OFF,
     };
     static const struct option opts[] = {
         {"rm", no_argument, NULL, O_RM},
@@ -341,7 +361,8 @@ int cli_run_create(int argc, char **argv, const char *cmd, bool run_mode)
             char *ov[32];
             if (m->opts) {
                 char *save = NULL;
-                for (char *x = strtok_r(m->opts, ":", &save); x && no < 32; x = strtok_r(NULL, ":", &save))
+                for (char *x = strtok_r(m->opts, ":", &save); x && no < 32;
+                     x = strtok_r(NULL, ":", &save))
                     ov[no++] = x;
             }
             msgpack_pack_array(pk, (uint32_t)no);
@@ -470,14 +491,14 @@ static const struct {
     const char *name;
     int num;
 } sigs[] = {
-    {"HUP", SIGHUP},   {"INT", SIGINT},     {"QUIT", SIGQUIT}, {"ILL", SIGILL},
-    {"TRAP", SIGTRAP}, {"ABRT", SIGABRT},   {"BUS", SIGBUS},   {"FPE", SIGFPE},
-    {"KILL", SIGKILL}, {"USR1", SIGUSR1},   {"SEGV", SIGSEGV}, {"USR2", SIGUSR2},
-    {"PIPE", SIGPIPE}, {"ALRM", SIGALRM},   {"TERM", SIGTERM}, {"CHLD", SIGCHLD},
-    {"CONT", SIGCONT}, {"STOP", SIGSTOP},   {"TSTP", SIGTSTP}, {"TTIN", SIGTTIN},
-    {"TTOU", SIGTTOU}, {"URG", SIGURG},     {"XCPU", SIGXCPU}, {"XFSZ", SIGXFSZ},
+    {"HUP", SIGHUP},       {"INT", SIGINT},   {"QUIT", SIGQUIT},   {"ILL", SIGILL},
+    {"TRAP", SIGTRAP},     {"ABRT", SIGABRT}, {"BUS", SIGBUS},     {"FPE", SIGFPE},
+    {"KILL", SIGKILL},     {"USR1", SIGUSR1}, {"SEGV", SIGSEGV},   {"USR2", SIGUSR2},
+    {"PIPE", SIGPIPE},     {"ALRM", SIGALRM}, {"TERM", SIGTERM},   {"CHLD", SIGCHLD},
+    {"CONT", SIGCONT},     {"STOP", SIGSTOP}, {"TSTP", SIGTSTP},   {"TTIN", SIGTTIN},
+    {"TTOU", SIGTTOU},     {"URG", SIGURG},   {"XCPU", SIGXCPU},   {"XFSZ", SIGXFSZ},
     {"VTALRM", SIGVTALRM}, {"PROF", SIGPROF}, {"WINCH", SIGWINCH}, {"IO", SIGIO},
-    {"PWR", SIGPWR},   {"SYS", SIGSYS},
+    {"PWR", SIGPWR},       {"SYS", SIGSYS},
 };
 
 int cli_parse_signal(const char *s)
@@ -633,8 +654,7 @@ int cli_run_attach(const char *id, const char *exec_id, bool tty, const char *fi
     int in = -1, out = -1, err_fd = -1;
     if (fifos[1] && fifos[1][0] && (out = open(fifos[1], O_RDONLY | O_NONBLOCK | O_CLOEXEC)) < 0)
         cli_die("open %s: %s", fifos[1], strerror(errno));
-    if (fifos[2] && fifos[2][0] &&
-        (err_fd = open(fifos[2], O_RDONLY | O_NONBLOCK | O_CLOEXEC)) < 0)
+    if (fifos[2] && fifos[2][0] && (err_fd = open(fifos[2], O_RDONLY | O_NONBLOCK | O_CLOEXEC)) < 0)
         cli_die("open %s: %s", fifos[2], strerror(errno));
     if (interactive && fifos[0] && fifos[0][0] &&
         (in = open(fifos[0], O_WRONLY | O_NONBLOCK | O_CLOEXEC)) < 0)

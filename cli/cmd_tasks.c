@@ -10,8 +10,8 @@
 
 #include "cli.h"
 
-int cli_run_attach(const char *id, const char *exec_id, bool tty, const char *fifos[3],
-                   bool start, bool interactive);
+int cli_run_attach(const char *id, const char *exec_id, bool tty, const char *fifos[3], bool start,
+                   bool interactive);
 int cli_parse_signal(const char *s);
 
 static void id_params(berth_mpbuf_t *b, const char *id, uint32_t extra)
@@ -338,8 +338,14 @@ static int simple(int argc, char **argv, const char *method, const char *usage)
     return 0;
 }
 
-static int t_pause(int argc, char **argv) { return simple(argc, argv, "tasks.pause", "pause ID"); }
-static int t_resume(int argc, char **argv) { return simple(argc, argv, "tasks.resume", "resume ID"); }
+static int t_pause(int argc, char **argv)
+{
+    return simple(argc, argv, "tasks.pause", "pause ID");
+}
+static int t_resume(int argc, char **argv)
+{
+    return simple(argc, argv, "tasks.resume", "resume ID");
+}
 
 static int t_ps(int argc, char **argv)
 {
@@ -459,8 +465,7 @@ static const cli_subcmd_t tasks_cmds[] = {
      "Creates the task of container ID and starts it, attached to this terminal\n"
      "unless -d; exits with its exit code.\n",
      t_start, false},
-    {"list|ls", "[-q] [--format json]", "List tasks", "Columns: TASK PID STATUS.\n", t_list,
-     false},
+    {"list|ls", "[-q] [--format json]", "List tasks", "Columns: TASK PID STATUS.\n", t_list, false},
     {"exec", "--exec-id X [-t] [-d] [--cwd D] [--env K=V] [--user UID[:GID]] ID CMD [ARG...]",
      "Run another process in a task", NULL, t_exec, true},
     {"attach", "ID", "Attach to the stdio of a running task", NULL, t_attach, false},

@@ -64,8 +64,8 @@ static json_t *read_json_blob(const char *ns, const char *digest, size_t cap, co
         return NULL;
     }
     json_error_t je;
-    json_t *j = r.bin_len ? json_loadb((const char *)r.bin, r.bin_len, JSON_REJECT_DUPLICATES, &je)
-                          : NULL;
+    json_t *j =
+        r.bin_len ? json_loadb((const char *)r.bin, r.bin_len, JSON_REJECT_DUPLICATES, &je) : NULL;
     rt_result_free(&r);
     if (!j || !json_is_object(j)) {
         json_decref(j);
@@ -133,11 +133,13 @@ static json_t *image_config(const char *ns, const char *image, berth_error_t **e
         const char *pick_mt = NULL;
         size_t i;
         json_t *m;
-        json_array_foreach(json_object_get(doc, "manifests"), i, m) {
+        json_array_foreach(json_object_get(doc, "manifests"), i, m)
+        {
             json_t *pl = json_object_get(m, "platform");
             const char *os = json_string_value(json_object_get(pl, "os"));
             const char *arch = json_string_value(json_object_get(pl, "architecture"));
-            if ((!pl || (os && strcmp(os, "linux") == 0 && arch && strcmp(arch, host_arch()) == 0)) &&
+            if ((!pl ||
+                 (os && strcmp(os, "linux") == 0 && arch && strcmp(arch, host_arch()) == 0)) &&
                 json_string_value(json_object_get(m, "digest"))) {
                 pick = json_string_value(json_object_get(m, "digest"));
                 pick_mt = json_string_value(json_object_get(m, "mediaType"));
@@ -161,7 +163,8 @@ static json_t *image_config(const char *ns, const char *image, berth_error_t **e
         return NULL;
     json_t *cfgd = json_object_get(doc, "config");
     const char *cdig = json_string_value(json_object_get(cfgd, "digest"));
-    if (!cdig || json_object_get(doc, "manifests") || !json_is_array(json_object_get(doc, "layers"))) {
+    if (!cdig || json_object_get(doc, "manifests") ||
+        !json_is_array(json_object_get(doc, "layers"))) {
         json_decref(doc);
         berth_error_set(err, BERTH_E_INVALID_ARGUMENT, "image %s has a malformed manifest", image);
         return NULL;
@@ -195,8 +198,12 @@ static json_t *build_spec(const char *ns, const char *id, const msgpack_object *
                           const json_t *cfg, const msgpack_object *mounts, berth_error_t **err)
 {
     char *cg = rt_cgroups_path(ns, id);
-    rt_spec_input_t in = {.id = id, .ns = ns, .image_config = cfg, .rootfd = -1,
-                          .host = &rt_g.host, .cgroups_path = cg};
+    rt_spec_input_t in = {.id = id,
+                          .ns = ns,
+                          .image_config = cfg,
+                          .rootfd = -1,
+                          .host = &rt_g.host,
+                          .cgroups_path = cg};
     berth_bytes_t user_spec = {0};
     if (berth_mp_get_bin(params, "spec", &user_spec, err) < 0) {
         free(cg);
@@ -335,8 +342,9 @@ int rt_container_create(const char *ns, const msgpack_object *params, berth_mpbu
     if (call("snapshots.prepare", &b, 0, &snap, err) < 0) {
         json_decref(cfg);
         if ((*err)->code == BERTH_E_NOT_FOUND)
-            return berth_error_wrap(err, "image %s is not unpacked (no snapshot %s); pull or "
-                                         "import it again to unpack",
+            return berth_error_wrap(err,
+                                    "image %s is not unpacked (no snapshot %s); pull or "
+                                    "import it again to unpack",
                                     image, chain);
         if ((*err)->code == BERTH_E_ALREADY_EXISTS)
             return berth_error_wrap(err, "a snapshot named %s already exists", id);

@@ -19,7 +19,10 @@
 
 #define SHIM_TIMEOUT_MS 60000
 
-static uv_loop_t *loop(void) { return berth_plugin_loop(rt_g.p); }
+static uv_loop_t *loop(void)
+{
+    return berth_plugin_loop(rt_g.p);
+}
 
 static bool get_id(berth_req_t *req, const msgpack_object *params, char **id)
 {
@@ -171,7 +174,10 @@ static shimop_t *shimop_new(berth_req_t *req, rt_task_t *t, const char *method, 
     return op;
 }
 
-static void shimop_go(shimop_t *op) { uv_queue_work(loop(), &op->w, shimop_work, shimop_after); }
+static void shimop_go(shimop_t *op)
+{
+    uv_queue_work(loop(), &op->w, shimop_work, shimop_after);
+}
 
 static bool fail_if_err(shimop_t *op)
 {
@@ -630,9 +636,9 @@ static void h_tasks_start(berth_req_t *req, const msgpack_object *params)
     if (!p)
         return;
     if (p->status != RT_CREATED || p->exited || p->starting || t->deleting) {
-        berth_req_failf(req, BERTH_E_FAILED_PRECONDITION, "%s %s is %s, it can only be started once",
-                        exec_id[0] ? "exec" : "task", exec_id[0] ? exec_id : id,
-                        rt_status_name(p->status));
+        berth_req_failf(req, BERTH_E_FAILED_PRECONDITION,
+                        "%s %s is %s, it can only be started once", exec_id[0] ? "exec" : "task",
+                        exec_id[0] ? exec_id : id, rt_status_name(p->status));
         return;
     }
     p->starting = true;
@@ -663,7 +669,8 @@ static void h_tasks_kill(berth_req_t *req, const msgpack_object *params)
         return;
     }
     if (sig == 0 || sig >= 65) {
-        berth_req_failf(req, BERTH_E_INVALID_ARGUMENT, "invalid signal %llu", (unsigned long long)sig);
+        berth_req_failf(req, BERTH_E_INVALID_ARGUMENT, "invalid signal %llu",
+                        (unsigned long long)sig);
         return;
     }
     if (p->exited || !t->shim_alive) {
@@ -954,7 +961,8 @@ static void h_tasks_exec(berth_req_t *req, const msgpack_object *params)
         return;
     }
     if (rt_task_proc(t, exec_id)) {
-        berth_req_failf(req, BERTH_E_ALREADY_EXISTS, "exec %s already exists in task %s", exec_id, id);
+        berth_req_failf(req, BERTH_E_ALREADY_EXISTS, "exec %s already exists in task %s", exec_id,
+                        id);
         free(exec_id);
         return;
     }
@@ -1280,7 +1288,10 @@ static void h_tasks_wait(berth_req_t *req, const msgpack_object *params)
 
 /* ---- table ------------------------------------------------------------------------ */
 
-#define PUB(name, fn, flags) {name, fn, flags, NULL}
+#define PUB(name, fn, flags)                                                                       \
+    {                                                                                              \
+        name, fn, flags, NULL                                                                      \
+    }
 
 const berth_method_t rt_methods[] = {
     PUB("containers.create", h_containers_create, 0),

@@ -108,7 +108,7 @@ typedef struct {
     size_t n_cap_drop;
     rt_kv_t *annotations;
     size_t n_annotations;
-    char *seccomp; /* NULL / "default" / "unconfined" */
+    char *seccomp;         /* NULL / "default" / "unconfined" */
     char *seccomp_profile; /* JSON document, or NULL */
     rt_rlimit_t *rlimits;
     size_t n_rlimits;
@@ -146,7 +146,7 @@ typedef struct {
     const json_t *image_config; /* the OCI image config document, or NULL */
     int rootfd;                 /* image root for user resolution, or -1 */
     const rt_host_t *host;
-    const char *cgroups_path;   /* "/berth/<ns>/<id>" or a systemd slice path */
+    const char *cgroups_path; /* "/berth/<ns>/<id>" or a systemd slice path */
 } rt_spec_input_t;
 
 /** Generates the OCI runtime spec. Returns a new JSON object or NULL with *err. */

@@ -176,8 +176,9 @@ static void launcher_main(int fd)
     if (getppid() == 1)
         _exit(0);
     if (prctl(PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0) == 1)
-        berth_log(BERTH_LOG_WARN, "msg=\"NO_NEW_PRIVS is set on the launcher: setuid binaries in "
-                                  "containers will not gain privileges; check how berthd starts plugins\"");
+        berth_log(BERTH_LOG_WARN,
+                  "msg=\"NO_NEW_PRIVS is set on the launcher: setuid binaries in "
+                  "containers will not gain privileges; check how berthd starts plugins\"");
     signal(SIGPIPE, SIG_IGN);
     static char buf[MAX_MSG + 1];
     char *argv[72];

@@ -20,8 +20,9 @@
 
 rt_plugin_t rt_g = {.lock_fd = -1};
 
-static const char *const config_keys[] = {"runtime", "cgroup_driver", "cgroup_parent",
-                                          "shim_path", "shim_log_level", "exit_wait_ms", NULL};
+static const char *const config_keys[] = {"runtime",   "cgroup_driver",  "cgroup_parent",
+                                          "shim_path", "shim_log_level", "exit_wait_ms",
+                                          NULL};
 
 void rt_config_free(rt_config_t *c)
 {
@@ -147,13 +148,16 @@ static bool executable_in_path(const char *name, char **out)
 int rt_runtime_binary(const char *name, char **bin, berth_error_t **err)
 {
     const char *b = rt_g.cfg.runtime;
-    if (name && name[0] && strcmp(name, "runc") != 0 && strncmp(name, "io.containerd.runc.", 19) != 0)
+    if (name && name[0] && strcmp(name, "runc") != 0 &&
+        strncmp(name, "io.containerd.runc.", 19) != 0)
         b = strncmp(name, "io.containerd.crun.", 19) == 0 ? "crun" : name;
-    if (strspn(b, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-/") != strlen(b))
+    if (strspn(b, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-/") !=
+        strlen(b))
         return berth_error_set(err, BERTH_E_INVALID_ARGUMENT, "invalid runtime name \"%s\"", name);
     if (b[0] == '/') {
         if (access(b, X_OK) != 0)
-            return berth_error_set(err, BERTH_E_INVALID_ARGUMENT, "runtime %s is not executable", b);
+            return berth_error_set(err, BERTH_E_INVALID_ARGUMENT, "runtime %s is not executable",
+                                   b);
         *bin = strdup(b);
         return 0;
     }

@@ -40,7 +40,7 @@ typedef struct rt_proc_s {
     bool exit_publishing; /* /tasks/exit sent (once) */
     bool starting;        /* a start is in flight: /tasks/exit waits for /tasks/start */
     bool exit_deferred;
-    bool exit_published;  /* ... and acknowledged */
+    bool exit_published; /* ... and acknowledged */
     bool terminal;
     char *fifos[3];
     rt_waiter_t *waiters;
@@ -53,7 +53,7 @@ typedef struct rt_task_s {
     char *fifo_dir; /* <state>/fifo/<ns>/<id> */
     rt_proc_t init;
     rt_proc_t *execs;
-    bool creating;  /* tasks.create in flight (the id is reserved) */
+    bool creating; /* tasks.create in flight (the id is reserved) */
     bool deleting;
     bool shim_alive;
     int shim_pid;
@@ -62,7 +62,7 @@ typedef struct rt_task_s {
     bool rm; /* run --rm: delete task and container once the task exits */
     bool autorm_deferred;
     char *runtime; /* OCI runtime binary of this task */
-    int refs; /* work items in flight holding this task */
+    int refs;      /* work items in flight holding this task */
     bool freed_pending;
 } rt_task_t;
 

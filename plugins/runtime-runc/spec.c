@@ -22,31 +22,82 @@
 #define DEFAULT_PATH "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 const char *const rt_cap_names[] = {
-    "CAP_CHOWN",           "CAP_DAC_OVERRIDE",   "CAP_DAC_READ_SEARCH", "CAP_FOWNER",
-    "CAP_FSETID",          "CAP_KILL",           "CAP_SETGID",          "CAP_SETUID",
-    "CAP_SETPCAP",         "CAP_LINUX_IMMUTABLE", "CAP_NET_BIND_SERVICE", "CAP_NET_BROADCAST",
-    "CAP_NET_ADMIN",       "CAP_NET_RAW",        "CAP_IPC_LOCK",        "CAP_IPC_OWNER",
-    "CAP_SYS_MODULE",      "CAP_SYS_RAWIO",      "CAP_SYS_CHROOT",      "CAP_SYS_PTRACE",
-    "CAP_SYS_PACCT",       "CAP_SYS_ADMIN",      "CAP_SYS_BOOT",        "CAP_SYS_NICE",
-    "CAP_SYS_RESOURCE",    "CAP_SYS_TIME",       "CAP_SYS_TTY_CONFIG",  "CAP_MKNOD",
-    "CAP_LEASE",           "CAP_AUDIT_WRITE",    "CAP_AUDIT_CONTROL",   "CAP_SETFCAP",
-    "CAP_MAC_OVERRIDE",    "CAP_MAC_ADMIN",      "CAP_SYSLOG",          "CAP_WAKE_ALARM",
-    "CAP_BLOCK_SUSPEND",   "CAP_AUDIT_READ",     "CAP_PERFMON",         "CAP_BPF",
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_DAC_READ_SEARCH",
+    "CAP_FOWNER",
+    "CAP_FSETID",
+    "CAP_KILL",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETPCAP",
+    "CAP_LINUX_IMMUTABLE",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_NET_BROADCAST",
+    "CAP_NET_ADMIN",
+    "CAP_NET_RAW",
+    "CAP_IPC_LOCK",
+    "CAP_IPC_OWNER",
+    "CAP_SYS_MODULE",
+    "CAP_SYS_RAWIO",
+    "CAP_SYS_CHROOT",
+    "CAP_SYS_PTRACE",
+    "CAP_SYS_PACCT",
+    "CAP_SYS_ADMIN",
+    "CAP_SYS_BOOT",
+    "CAP_SYS_NICE",
+    "CAP_SYS_RESOURCE",
+    "CAP_SYS_TIME",
+    "CAP_SYS_TTY_CONFIG",
+    "CAP_MKNOD",
+    "CAP_LEASE",
+    "CAP_AUDIT_WRITE",
+    "CAP_AUDIT_CONTROL",
+    "CAP_SETFCAP",
+    "CAP_MAC_OVERRIDE",
+    "CAP_MAC_ADMIN",
+    "CAP_SYSLOG",
+    "CAP_WAKE_ALARM",
+    "CAP_BLOCK_SUSPEND",
+    "CAP_AUDIT_READ",
+    "CAP_PERFMON",
+    "CAP_BPF",
     "CAP_CHECKPOINT_RESTORE",
 };
 const size_t rt_n_cap_names = BERTH_ARRAY_SIZE(rt_cap_names);
 
 /* containerd's defaultUnixCaps. */
 static const char *const default_caps[] = {
-    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID",  "CAP_FOWNER",           "CAP_MKNOD",
-    "CAP_NET_RAW", "CAP_SETGID",     "CAP_SETUID",  "CAP_SETFCAP",          "CAP_SETPCAP",
-    "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE", NULL,
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FSETID",
+    "CAP_FOWNER",
+    "CAP_MKNOD",
+    "CAP_NET_RAW",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETFCAP",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT",
+    "CAP_KILL",
+    "CAP_AUDIT_WRITE",
+    NULL,
 };
 
 static const char *const masked_paths[] = {
-    "/proc/acpi",        "/proc/asound",     "/proc/kcore",       "/proc/keys",
-    "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug",
-    "/sys/firmware",     "/proc/scsi",       "/sys/devices/virtual/powercap", NULL,
+    "/proc/acpi",
+    "/proc/asound",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/sys/firmware",
+    "/proc/scsi",
+    "/sys/devices/virtual/powercap",
+    NULL,
 };
 
 static const char *const readonly_paths[] = {
@@ -54,16 +105,19 @@ static const char *const readonly_paths[] = {
 };
 
 static const char *const rlimit_names[] = {
-    "RLIMIT_CPU",    "RLIMIT_FSIZE",   "RLIMIT_DATA",   "RLIMIT_STACK",      "RLIMIT_CORE",
-    "RLIMIT_RSS",    "RLIMIT_NPROC",   "RLIMIT_NOFILE", "RLIMIT_MEMLOCK",    "RLIMIT_AS",
-    "RLIMIT_LOCKS",  "RLIMIT_SIGPENDING", "RLIMIT_MSGQUEUE", "RLIMIT_NICE", "RLIMIT_RTPRIO",
-    "RLIMIT_RTTIME",
+    "RLIMIT_CPU",      "RLIMIT_FSIZE", "RLIMIT_DATA",   "RLIMIT_STACK",
+    "RLIMIT_CORE",     "RLIMIT_RSS",   "RLIMIT_NPROC",  "RLIMIT_NOFILE",
+    "RLIMIT_MEMLOCK",  "RLIMIT_AS",    "RLIMIT_LOCKS",  "RLIMIT_SIGPENDING",
+    "RLIMIT_MSGQUEUE", "RLIMIT_NICE",  "RLIMIT_RTPRIO", "RLIMIT_RTTIME",
 };
 #define N_RLIMITS BERTH_ARRAY_SIZE(rlimit_names)
 
 /* ---- small helpers --------------------------------------------------------- */
 
-void rt_json_append_str(json_t *arr, const char *s) { json_array_append_new(arr, json_string(s)); }
+void rt_json_append_str(json_t *arr, const char *s)
+{
+    json_array_append_new(arr, json_string(s));
+}
 
 static json_t *str_array(const char *const *v)
 {
@@ -267,26 +321,27 @@ int rt_resolve_bind_source(const char *src, char **resolved, berth_error_t **err
         char real[PATH_MAX];
         if (!realpath(linkpath, real)) {
             if (errno == ENOENT || errno == ENOTDIR)
-                return berth_error_set(err, BERTH_E_NOT_FOUND,
-                                       "bind mount source %s does not exist (%s is a dangling symlink)",
-                                       src, next);
+                return berth_error_set(
+                    err, BERTH_E_NOT_FOUND,
+                    "bind mount source %s does not exist (%s is a dangling symlink)", src, next);
             return berth_error_errno(err, errno, "bind mount source %s: resolve %s", src, next);
         }
         char base[PATH_MAX];
         if (!realpath(cur[0] ? cur : "/", base))
             return berth_error_errno(err, errno, "bind mount source %s", src);
         size_t bl = strlen(base);
-        bool inside = strcmp(base, "/") == 0 ? true
-                                             : (strncmp(real, base, bl) == 0 &&
-                                                (real[bl] == '/' || real[bl] == 0) &&
-                                                strcmp(real, base) != 0);
+        bool inside = strcmp(base, "/") == 0
+                          ? true
+                          : (strncmp(real, base, bl) == 0 && (real[bl] == '/' || real[bl] == 0) &&
+                             strcmp(real, base) != 0);
         if (!inside) {
             char full[PATH_MAX];
             const char *shown = realpath(src, full) ? full : real;
-            return berth_error_set(err, BERTH_E_INVALID_ARGUMENT,
-                                   "bind mount source %s escapes through the symlink %s -> %s "
-                                   "(it leads outside %s); give the real path %s if that is intended",
-                                   src, next, target, base, shown);
+            return berth_error_set(
+                err, BERTH_E_INVALID_ARGUMENT,
+                "bind mount source %s escapes through the symlink %s -> %s "
+                "(it leads outside %s); give the real path %s if that is intended",
+                src, next, target, base, shown);
         }
         memcpy(cur, real, strlen(real) + 1);
         if (strcmp(cur, "/") == 0)
@@ -322,9 +377,10 @@ static int decode_mounts(const msgpack_object *params, rt_spec_opts_t *o, berth_
             mt->type = strdup("bind");
         if (!mt->destination || !clean_abs_path(mt->destination) ||
             strcmp(mt->destination, "/") == 0)
-            return berth_error_set(err, BERTH_E_INVALID_ARGUMENT,
-                                   "mount destination \"%s\" must be a clean absolute path other than /",
-                                   mt->destination ? mt->destination : "");
+            return berth_error_set(
+                err, BERTH_E_INVALID_ARGUMENT,
+                "mount destination \"%s\" must be a clean absolute path other than /",
+                mt->destination ? mt->destination : "");
         bool is_bind = strcmp(mt->type, "bind") == 0;
         for (size_t k = 0; k < mt->n_options; k++)
             if (strcmp(mt->options[k], "bind") == 0 || strcmp(mt->options[k], "rbind") == 0)
@@ -368,8 +424,8 @@ static int decode_map_kv(const msgpack_object *params, const char *key, rt_kv_t 
         kv->key = berth_mp_strdup(&m->via.map.ptr[i].key);
         kv->value = berth_mp_strdup(&m->via.map.ptr[i].val);
         if (!kv->key || !kv->value)
-            return berth_error_set(err, BERTH_E_INVALID_ARGUMENT,
-                                   "%s must map strings to strings", key);
+            return berth_error_set(err, BERTH_E_INVALID_ARGUMENT, "%s must map strings to strings",
+                                   key);
     }
     return 0;
 }
@@ -594,10 +650,10 @@ static json_t *default_mounts(bool privileged)
     json_t *a = json_array();
     static const char *const proc[] = {"nosuid", "noexec", "nodev", NULL};
     static const char *const dev[] = {"nosuid", "strictatime", "mode=755", "size=65536k", NULL};
-    static const char *const pts[] = {"nosuid", "noexec", "newinstance", "ptmxmode=0666",
-                                      "mode=0620", "gid=5", NULL};
-    static const char *const shm[] = {"nosuid", "noexec", "nodev", "mode=1777", "size=65536k",
-                                      NULL};
+    static const char *const pts[] = {"nosuid",    "noexec", "newinstance", "ptmxmode=0666",
+                                      "mode=0620", "gid=5",  NULL};
+    static const char *const shm[] = {"nosuid",    "noexec",      "nodev",
+                                      "mode=1777", "size=65536k", NULL};
     static const char *const mq[] = {"nosuid", "noexec", "nodev", NULL};
     static const char *const sys_ro[] = {"nosuid", "noexec", "nodev", "ro", NULL};
     static const char *const sys_rw[] = {"nosuid", "noexec", "nodev", NULL};
@@ -611,8 +667,8 @@ static json_t *default_mounts(bool privileged)
     json_array_append_new(a, mount_obj("/dev/mqueue", "mqueue", "mqueue", mq));
     json_array_append_new(a, mount_obj("/sys", "sysfs", "sysfs", privileged ? sys_rw : sys_ro));
     json_array_append_new(a, mount_obj("/run", "tmpfs", "tmpfs", run));
-    json_array_append_new(a,
-                          mount_obj("/sys/fs/cgroup", "cgroup", "cgroup", privileged ? cg_rw : cg_ro));
+    json_array_append_new(
+        a, mount_obj("/sys/fs/cgroup", "cgroup", "cgroup", privileged ? cg_rw : cg_ro));
     return a;
 }
 
@@ -622,7 +678,8 @@ static void put_mount(json_t *mounts, json_t *m)
     const char *dst = json_string_value(json_object_get(m, "destination"));
     size_t i;
     json_t *v;
-    json_array_foreach(mounts, i, v) {
+    json_array_foreach(mounts, i, v)
+    {
         const char *d = json_string_value(json_object_get(v, "destination"));
         if (d && dst && strcmp(d, dst) == 0) {
             json_array_set_new(mounts, i, m);
@@ -639,7 +696,8 @@ static void env_put(json_t *env, const char *kv)
     size_t kl = eq ? (size_t)(eq - kv) : strlen(kv);
     size_t i;
     json_t *v;
-    json_array_foreach(env, i, v) {
+    json_array_foreach(env, i, v)
+    {
         const char *s = json_string_value(v);
         if (s && strncmp(s, kv, kl) == 0 && (s[kl] == '=' || s[kl] == 0)) {
             json_array_set_new(env, i, json_string(kv));
@@ -653,7 +711,8 @@ static bool env_has(const json_t *env, const char *key)
 {
     size_t kl = strlen(key), i;
     json_t *v;
-    json_array_foreach(env, i, v) {
+    json_array_foreach(env, i, v)
+    {
         const char *s = json_string_value(v);
         if (s && strncmp(s, key, kl) == 0 && s[kl] == '=')
             return true;
@@ -665,7 +724,8 @@ static bool arr_has(const json_t *a, const char *s)
 {
     size_t i;
     json_t *v;
-    json_array_foreach(a, i, v) {
+    json_array_foreach(a, i, v)
+    {
         if (json_is_string(v) && strcmp(json_string_value(v), s) == 0)
             return true;
     }
@@ -693,7 +753,8 @@ static int append_img_strings(json_t *dst, const json_t *src, const char *what, 
                                "image config %s must be an array of strings", what);
     size_t i;
     json_t *v;
-    json_array_foreach(src, i, v) {
+    json_array_foreach(src, i, v)
+    {
         if (!json_is_string(v))
             return berth_error_set(err, BERTH_E_INVALID_ARGUMENT,
                                    "image config %s must be an array of strings", what);
@@ -778,8 +839,10 @@ static json_t *rlimits_for(const rt_spec_input_t *in, const rt_spec_opts_t *o)
             soft = hard;
         json_t *r = json_object();
         json_object_set_new(r, "type", json_string(o->rlimits[i].type));
-        json_object_set_new(r, "hard", json_integer((json_int_t)(hard > INT64_MAX ? INT64_MAX : hard)));
-        json_object_set_new(r, "soft", json_integer((json_int_t)(soft > INT64_MAX ? INT64_MAX : soft)));
+        json_object_set_new(r, "hard",
+                            json_integer((json_int_t)(hard > INT64_MAX ? INT64_MAX : hard)));
+        json_object_set_new(r, "soft",
+                            json_integer((json_int_t)(soft > INT64_MAX ? INT64_MAX : soft)));
         json_array_append_new(rl, r);
     }
     return rl;
@@ -819,8 +882,9 @@ json_t *rt_spec_generate(const rt_spec_input_t *in, const rt_spec_opts_t *o, ber
             goto fail;
     }
     if (json_array_size(args) == 0) {
-        berth_error_set(err, BERTH_E_INVALID_ARGUMENT,
-                        "no command: the image has no entrypoint or cmd, give one after the container id");
+        berth_error_set(
+            err, BERTH_E_INVALID_ARGUMENT,
+            "no command: the image has no entrypoint or cmd, give one after the container id");
         goto fail;
     }
 
@@ -835,8 +899,7 @@ json_t *rt_spec_generate(const rt_spec_input_t *in, const rt_spec_opts_t *o, ber
         }
         size_t i;
         json_t *v;
-        json_array_foreach(img_env, i, v)
-            env_put(env, json_string_value(v));
+        json_array_foreach(img_env, i, v) env_put(env, json_string_value(v));
         json_decref(img_env);
     }
     if (o->tty && !env_has(env, "TERM"))
@@ -859,8 +922,8 @@ json_t *rt_spec_generate(const rt_spec_input_t *in, const rt_spec_opts_t *o, ber
             cwd = wd;
     }
     if (cwd && cwd[0] != '/') {
-        berth_error_set(err, BERTH_E_INVALID_ARGUMENT,
-                        "working directory \"%s\" must be absolute", cwd);
+        berth_error_set(err, BERTH_E_INVALID_ARGUMENT, "working directory \"%s\" must be absolute",
+                        cwd);
         goto fail;
     }
     json_object_set_new(proc, "cwd", json_string(cwd ? cwd : "/"));
@@ -971,7 +1034,8 @@ json_t *rt_spec_generate(const rt_spec_input_t *in, const rt_spec_opts_t *o, ber
     if (o->seccomp_profile) {
         json_error_t je;
         json_t *prof = json_loads(o->seccomp_profile, JSON_REJECT_DUPLICATES, &je);
-        if (!prof || !json_is_object(prof) || !json_is_string(json_object_get(prof, "defaultAction"))) {
+        if (!prof || !json_is_object(prof) ||
+            !json_is_string(json_object_get(prof, "defaultAction"))) {
             json_decref(prof);
             json_decref(caps);
             berth_error_set(err, BERTH_E_INVALID_ARGUMENT,
@@ -1127,7 +1191,8 @@ int rt_chain_id(const json_t *cfg, char **out, berth_error_t **err)
     char chain[72];
     size_t i;
     json_t *v;
-    json_array_foreach(ids, i, v) {
+    json_array_foreach(ids, i, v)
+    {
         const char *d = json_string_value(v);
         if (!valid_digest(d))
             return berth_error_set(err, BERTH_E_INVALID_ARGUMENT,

@@ -143,8 +143,12 @@ int rt_sync_call(const char *method, const void *params, size_t len, uint32_t ti
                  size_t collect_max, rt_result_t *r, berth_error_t **err)
 {
     memset(r, 0, sizeof(*r));
-    sync_call_t sc = {.method = method, .params = params, .len = len, .timeout_ms = timeout_ms,
-                      .collect_max = collect_max, .r = r};
+    sync_call_t sc = {.method = method,
+                      .params = params,
+                      .len = len,
+                      .timeout_ms = timeout_ms,
+                      .collect_max = collect_max,
+                      .r = r};
     pthread_mutex_init(&sc.mu, NULL);
     pthread_cond_init(&sc.cv, NULL);
     pthread_mutex_lock(&rt_g.mu);

@@ -169,11 +169,14 @@ typedef struct {
 } mflag_t;
 
 static const mflag_t mflags[] = {
-    {"ro", MS_RDONLY, false},         {"rw", MS_RDONLY, true},       {"nosuid", MS_NOSUID, false},
-    {"suid", MS_NOSUID, true},        {"nodev", MS_NODEV, false},    {"dev", MS_NODEV, true},
-    {"noexec", MS_NOEXEC, false},     {"exec", MS_NOEXEC, true},     {"bind", MS_BIND, false},
-    {"rbind", MS_BIND | MS_REC, false}, {"noatime", MS_NOATIME, false}, {"relatime", MS_RELATIME, false},
-    {"sync", MS_SYNCHRONOUS, false},  {"async", MS_SYNCHRONOUS, true}, {"defaults", 0, false},
+    {"ro", MS_RDONLY, false},        {"rw", MS_RDONLY, true},
+    {"nosuid", MS_NOSUID, false},    {"suid", MS_NOSUID, true},
+    {"nodev", MS_NODEV, false},      {"dev", MS_NODEV, true},
+    {"noexec", MS_NOEXEC, false},    {"exec", MS_NOEXEC, true},
+    {"bind", MS_BIND, false},        {"rbind", MS_BIND | MS_REC, false},
+    {"noatime", MS_NOATIME, false},  {"relatime", MS_RELATIME, false},
+    {"sync", MS_SYNCHRONOUS, false}, {"async", MS_SYNCHRONOUS, true},
+    {"defaults", 0, false},
 };
 
 /* Splits options into mount flags and the data string. */
@@ -352,7 +355,8 @@ static int mount_one(const char *target, const rt_fsmount_t *m, bool readonly, b
             return berth_error_errno(err, errno, "bind %s on %s", m->source, target);
         if (flags & (MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)) {
             if (mount(NULL, target, NULL,
-                      MS_BIND | MS_REMOUNT | (flags & (MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)),
+                      MS_BIND | MS_REMOUNT |
+                          (flags & (MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)),
                       NULL) < 0) {
                 int e = errno;
                 umount2(target, MNT_DETACH);

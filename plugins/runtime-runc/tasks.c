@@ -218,8 +218,8 @@ static void send_to_shim(rt_task_t *t, const char *method, const char *exec_id)
     berth_mpbuf_destroy(&b);
 }
 
-static void on_exit_published(berth_call_t *c, const berth_error_t *err,
-                              const msgpack_object *res, void *data)
+static void on_exit_published(berth_call_t *c, const berth_error_t *err, const msgpack_object *res,
+                              void *data)
 {
     pub_ctx_t *pc = data;
     (void)c;
@@ -238,8 +238,10 @@ static void on_exit_published(berth_call_t *c, const berth_error_t *err,
             /* No shim to remember it: note it in the exit record ourselves. */
             int dfd = open(t->bundle, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
             if (dfd >= 0) {
-                shim_exit_t e = {.pid = p->pid, .status = p->exit_status,
-                                 .exited_at = p->exited_at, .published = true};
+                shim_exit_t e = {.pid = p->pid,
+                                 .status = p->exit_status,
+                                 .exited_at = p->exited_at,
+                                 .published = true};
                 berth_error_t *e2 = NULL;
                 if (shim_exit_write(dfd, NULL, &e, &e2) < 0)
                     berth_error_free(&e2);
@@ -408,9 +410,10 @@ static void lost_work(uv_work_t *w)
         berth_error_free(&err);
         char root[PATH_MAX];
         snprintf(root, sizeof(root), "%s/%s", rt_g.runc_root, l->ns);
-        const char *argv[] = {rt_g.cfg.shim_path, "cleanup", "--id", l->id, "--bundle",
-                              l->bundle, "--runtime", l->runtime ? l->runtime : rt_g.cfg.runtime,
-                              "--runtime-root", root, NULL};
+        const char *argv[] = {
+            rt_g.cfg.shim_path, "cleanup", "--id",      l->id,
+            "--bundle",         l->bundle, "--runtime", l->runtime ? l->runtime : rt_g.cfg.runtime,
+            "--runtime-root",   root,      NULL};
         int st = 0;
         if (rt_launcher_run(argv, &st, &err) < 0) {
             berth_log(BERTH_LOG_ERROR, "msg=\"shim cleanup failed\" id=%s err=\"%s\"", l->id,
@@ -556,14 +559,13 @@ typedef struct {
     int64_t exited_at;
 } autorm_t;
 
-
 static void autorm_work(uv_work_t *w)
 {
     autorm_t *a = w->data;
     if (!a->container_stage) {
         rt_exit_info_t ex;
-        rt_task_teardown(a->bundle, a->fifo_dir, a->runtime, a->shim_alive, true, a->ns, a->id,
-                         &ex, &a->err);
+        rt_task_teardown(a->bundle, a->fifo_dir, a->runtime, a->shim_alive, true, a->ns, a->id, &ex,
+                         &a->err);
     } else {
         rt_container_delete(a->ns, a->id, false, &a->err);
     }
@@ -731,8 +733,8 @@ static void recover_one(const char *ns, const char *id)
         if (init && init->type == MSGPACK_OBJECT_MAP)
             proc_from_state(t, &t->init, init);
         const msgpack_object *execs = berth_mp_get(st, "execs");
-        for (uint32_t i = 0; execs && execs->type == MSGPACK_OBJECT_ARRAY && i < execs->via.array.size;
-             i++) {
+        for (uint32_t i = 0;
+             execs && execs->type == MSGPACK_OBJECT_ARRAY && i < execs->via.array.size; i++) {
             rt_proc_t *x = calloc(1, sizeof(*x));
             x->exec_id = berth_mp_strdup(berth_mp_get(&execs->via.array.ptr[i], "exec_id"));
             if (!x->exec_id) {
@@ -762,9 +764,17 @@ static void recover_one(const char *ns, const char *id)
         if (!have && dfd >= 0) {
             char root[PATH_MAX];
             snprintf(root, sizeof(root), "%s/%s", rt_g.runc_root, ns);
-            const char *argv[] = {rt_g.cfg.shim_path, "cleanup", "--id", id, "--bundle",
-                                  t->bundle, "--runtime", t->runtime ? t->runtime : rt_g.cfg.runtime,
-                                  "--runtime-root", root, NULL};
+            const char *argv[] = {rt_g.cfg.shim_path,
+                                  "cleanup",
+                                  "--id",
+                                  id,
+                                  "--bundle",
+                                  t->bundle,
+                                  "--runtime",
+                                  t->runtime ? t->runtime : rt_g.cfg.runtime,
+                                  "--runtime-root",
+                                  root,
+                                  NULL};
             int status = 0;
             if (rt_launcher_run(argv, &status, &err) < 0) {
                 berth_log(BERTH_LOG_ERROR, "msg=\"shim cleanup failed\" id=%s err=\"%s\"", id,
@@ -932,9 +942,10 @@ int rt_task_teardown(const char *bundle, const char *fifo_dir, const char *runti
         /* Make sure runc forgot the container and the rootfs is unmounted. */
         char root[PATH_MAX];
         snprintf(root, sizeof(root), "%s/%s", rt_g.runc_root, ns);
-        const char *argv[] = {rt_g.cfg.shim_path, "cleanup", "--id", id, "--bundle", bundle,
-                              "--runtime", runtime ? runtime : rt_g.cfg.runtime,
-                              "--runtime-root", root, NULL};
+        const char *argv[] = {
+            rt_g.cfg.shim_path, "cleanup", "--id",      id,
+            "--bundle",         bundle,    "--runtime", runtime ? runtime : rt_g.cfg.runtime,
+            "--runtime-root",   root,      NULL};
         int st = 0;
         berth_error_t *e = NULL;
         if (rt_launcher_run(argv, &st, &e) < 0) {
@@ -959,8 +970,9 @@ int rt_task_teardown(const char *bundle, const char *fifo_dir, const char *runti
         return -1;
     if (rt_remove_tree(bundle, err) < 0)
         return -1;
-    berth_log(BERTH_LOG_DEBUG, "msg=\"task torn down\" id=%s shim_delete_ms=%llu unmount_remove_ms=%llu",
-              id, (unsigned long long)(t_shim - t0), (unsigned long long)(berth_mono_ms() - t_shim));
+    berth_log(BERTH_LOG_DEBUG,
+              "msg=\"task torn down\" id=%s shim_delete_ms=%llu unmount_remove_ms=%llu", id,
+              (unsigned long long)(t_shim - t0), (unsigned long long)(berth_mono_ms() - t_shim));
     berth_error_t *e = NULL;
     if (rt_remove_tree(fifo_dir, &e) < 0) {
         berth_log(BERTH_LOG_WARN, "msg=\"remove fifos\" dir=%s err=\"%s\"", fifo_dir, e->message);

@@ -101,8 +101,8 @@ int rt_read_in_root(int rootfd, const char *path, size_t cap, char **out, size_t
     if (fstat(fd, &st) < 0)
         return berth_error_errno(err, errno, "stat %s in the image", path);
     if (!S_ISREG(st.st_mode))
-        return berth_error_set(err, BERTH_E_INVALID_ARGUMENT, "%s in the image is not a regular file",
-                               path);
+        return berth_error_set(err, BERTH_E_INVALID_ARGUMENT,
+                               "%s in the image is not a regular file", path);
     if ((uint64_t)st.st_size > cap)
         return berth_error_set(err, BERTH_E_INVALID_ARGUMENT,
                                "%s in the image is larger than %zu bytes", path, cap);
@@ -382,9 +382,9 @@ int rt_user_resolve(int rootfd, const char *user, rt_user_t *out, berth_error_t 
             goto fail;
         }
         if (!passwd_find(passwd, plen, uname, 0, &pw)) {
-            berth_error_set(err, BERTH_E_INVALID_ARGUMENT,
-                            "unable to find user %s: no matching entries in the image's /etc/passwd",
-                            uname);
+            berth_error_set(
+                err, BERTH_E_INVALID_ARGUMENT,
+                "unable to find user %s: no matching entries in the image's /etc/passwd", uname);
             goto fail;
         }
         out->uid = pw.uid;
@@ -407,9 +407,10 @@ int rt_user_resolve(int rootfd, const char *user, rt_user_t *out, berth_error_t 
                 goto fail;
             }
             if (!group_find(groupf, glen, group, &out->gid)) {
-                berth_error_set(err, BERTH_E_INVALID_ARGUMENT,
-                                "unable to find group %s: no matching entries in the image's /etc/group",
-                                group);
+                berth_error_set(
+                    err, BERTH_E_INVALID_ARGUMENT,
+                    "unable to find group %s: no matching entries in the image's /etc/group",
+                    group);
                 goto fail;
             }
         }

@@ -242,10 +242,8 @@ static void test_mounts(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_roundtrip),
-        cmocka_unit_test(test_malformed),
-        cmocka_unit_test(test_status),
-        cmocka_unit_test(test_fifos_and_bundle),
+        cmocka_unit_test(test_roundtrip), cmocka_unit_test(test_malformed),
+        cmocka_unit_test(test_status),    cmocka_unit_test(test_fifos_and_bundle),
         cmocka_unit_test(test_mounts),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

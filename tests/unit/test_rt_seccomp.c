@@ -29,7 +29,8 @@ static json_t *rule_for(json_t *prof, const char *sys, size_t from)
         json_t *r = json_array_get(sc, i);
         size_t k;
         json_t *n;
-        json_array_foreach(json_object_get(r, "names"), k, n) {
+        json_array_foreach(json_object_get(r, "names"), k, n)
+        {
             if (strcmp(json_string_value(n), sys) == 0)
                 return r;
         }
@@ -47,7 +48,8 @@ static bool allowed_unconditionally(json_t *prof, const char *sys)
             continue;
         size_t k;
         json_t *n;
-        json_array_foreach(json_object_get(r, "names"), k, n) {
+        json_array_foreach(json_object_get(r, "names"), k, n)
+        {
             if (strcmp(json_string_value(n), sys) == 0)
                 return true;
         }
@@ -132,8 +134,10 @@ static void test_names_known(void **state)
     size_t i, k;
     json_t *r, *n;
     size_t count = 0;
-    json_array_foreach(sc, i, r) {
-        json_array_foreach(json_object_get(r, "names"), k, n) {
+    json_array_foreach(sc, i, r)
+    {
+        json_array_foreach(json_object_get(r, "names"), k, n)
+        {
             assert_int_not_equal(seccomp_syscall_resolve_name(json_string_value(n)),
                                  __NR_SCMP_ERROR);
             count++;
@@ -169,13 +173,16 @@ static void test_compiles(void **state)
     json_t *sc = json_object_get(p, "syscalls");
     size_t i, k;
     json_t *r, *n;
-    json_array_foreach(sc, i, r) {
+    json_array_foreach(sc, i, r)
+    {
         const char *action = json_string_value(json_object_get(r, "action"));
-        uint32_t act = strcmp(action, "SCMP_ACT_ALLOW") == 0
-                           ? SCMP_ACT_ALLOW
-                           : SCMP_ACT_ERRNO((uint32_t)json_integer_value(json_object_get(r, "errnoRet")));
+        uint32_t act =
+            strcmp(action, "SCMP_ACT_ALLOW") == 0
+                ? SCMP_ACT_ALLOW
+                : SCMP_ACT_ERRNO((uint32_t)json_integer_value(json_object_get(r, "errnoRet")));
         json_t *args = json_object_get(r, "args");
-        json_array_foreach(json_object_get(r, "names"), k, n) {
+        json_array_foreach(json_object_get(r, "names"), k, n)
+        {
             int nr = seccomp_syscall_resolve_name(json_string_value(n));
             if (nr < 0)
                 continue; /* not on this arch: runc skips it too */
@@ -183,7 +190,8 @@ static void test_compiles(void **state)
             unsigned na = 0;
             size_t ai;
             json_t *a;
-            json_array_foreach(args, ai, a) {
+            json_array_foreach(args, ai, a)
+            {
                 cmp[na].arg = (unsigned)json_integer_value(json_object_get(a, "index"));
                 cmp[na].op = op_of(json_string_value(json_object_get(a, "op")));
                 cmp[na].datum_a = (scmp_datum_t)json_integer_value(json_object_get(a, "value"));

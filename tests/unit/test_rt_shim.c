@@ -61,8 +61,8 @@ static void make_rootfs(const char *rootfs)
 {
     sh("mkdir -p %s/bin %s/proc %s/dev %s/sys %s/etc %s/tmp && cp %s %s/bin/busybox", rootfs,
        rootfs, rootfs, rootfs, rootfs, rootfs, busybox, rootfs);
-    static const char *const applets[] = {"sh", "echo", "sleep", "cat", "ls", "tty", "true",
-                                          "seq", "yes", "head", NULL};
+    static const char *const applets[] = {"sh",   "echo", "sleep", "cat",  "ls", "tty",
+                                          "true", "seq",  "yes",   "head", NULL};
     for (const char *const *a = applets; *a; a++)
         sh("ln -s busybox %s/bin/%s", rootfs, *a);
     sh("printf 'root:x:0:0:root:/root:/bin/sh\\n' > %s/etc/passwd", rootfs);
@@ -87,7 +87,8 @@ static void make_bundle(ctr_t *t, const char *const *args, bool tty)
     berth_mp_kv_bool(&b.pk, "tty", tty);
     msgpack_unpacked up;
     msgpack_unpacked_init(&up);
-    assert_int_equal(msgpack_unpack_next(&up, b.buf.data, b.buf.size, NULL), MSGPACK_UNPACK_SUCCESS);
+    assert_int_equal(msgpack_unpack_next(&up, b.buf.data, b.buf.size, NULL),
+                     MSGPACK_UNPACK_SUCCESS);
     rt_spec_opts_t o;
     berth_error_t *err = NULL;
     assert_int_equal(rt_spec_opts_from_mp(&up.data, &o, &err), 0);
@@ -95,8 +96,8 @@ static void make_bundle(ctr_t *t, const char *const *args, bool tty)
     rt_host_probe(&host, false);
     char cg[128];
     snprintf(cg, sizeof(cg), "/berth-test/%s", t->id);
-    rt_spec_input_t in = {.id = t->id, .ns = "default", .rootfd = -1, .host = &host,
-                          .cgroups_path = cg};
+    rt_spec_input_t in = {
+        .id = t->id, .ns = "default", .rootfd = -1, .host = &host, .cgroups_path = cg};
     json_t *spec = rt_spec_generate(&in, &o, &err);
     if (!spec)
         fail_msg("spec: %s", err->message);
@@ -706,12 +707,13 @@ int main(void)
     for (unsigned i = 0; i < n_shims; i++)
         kill(shims[i], SIGKILL);
     char cmd[4096];
-    snprintf(cmd, sizeof(cmd),
-             "for d in %s/runc/default/*; do [ -d \"$d\" ] && runc --root %s/runc/default delete -f "
-             "\"$(basename \"$d\")\" >/dev/null 2>&1; done; "
-             "grep -q ' %s/' /proc/self/mountinfo && umount -R %s 2>/dev/null; rm -rf %s; "
-             "for c in /sys/fs/cgroup/*/berth-test; do rmdir \"$c\"/* \"$c\" 2>/dev/null; done; true",
-             tmp, tmp, tmp, tmp, tmp);
+    snprintf(
+        cmd, sizeof(cmd),
+        "for d in %s/runc/default/*; do [ -d \"$d\" ] && runc --root %s/runc/default delete -f "
+        "\"$(basename \"$d\")\" >/dev/null 2>&1; done; "
+        "grep -q ' %s/' /proc/self/mountinfo && umount -R %s 2>/dev/null; rm -rf %s; "
+        "for c in /sys/fs/cgroup/*/berth-test; do rmdir \"$c\"/* \"$c\" 2>/dev/null; done; true",
+        tmp, tmp, tmp, tmp, tmp);
     if (system(cmd) != 0)
         fprintf(stderr, "cleanup failed\n");
     return rc;

@@ -26,7 +26,8 @@ static void pack_json(msgpack_packer *pk, json_t *j)
         msgpack_pack_map(pk, (uint32_t)json_object_size(j));
         const char *k;
         json_t *v;
-        json_object_foreach(j, k, v) {
+        json_object_foreach(j, k, v)
+        {
             msgpack_pack_str_with_body(pk, k, strlen(k));
             pack_json(pk, v);
         }
@@ -91,7 +92,8 @@ static const char *IMAGE_CONFIG =
     "{\"architecture\":\"amd64\",\"os\":\"linux\","
     "\"config\":{\"Entrypoint\":[\"/bin/sh\"],\"Cmd\":[\"-c\",\"echo hi\"],"
     "\"Env\":[\"PATH=/bin:/usr/bin\",\"FOO=1\"],\"WorkingDir\":\"/work\"},"
-    "\"rootfs\":{\"type\":\"layers\",\"diff_ids\":[\"sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\"]}}";
+    "\"rootfs\":{\"type\":\"layers\",\"diff_ids\":[\"sha256:"
+    "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\"]}}";
 
 static rt_host_t host = {.nofile_hard = 1048576, .cap_last_cap = 40};
 
@@ -106,8 +108,12 @@ static json_t *gen_with(const char *params, const char *image_config, const rt_h
     json_t *cfg = image_config ? json_loads(image_config, 0, NULL) : NULL;
     json_t *spec = NULL;
     if (rt_spec_opts_from_mp(p, &o, &err) == 0) {
-        rt_spec_input_t in = {.id = "c1", .ns = "default", .image_config = cfg, .rootfd = -1,
-                              .host = h, .cgroups_path = "/berth/default/c1"};
+        rt_spec_input_t in = {.id = "c1",
+                              .ns = "default",
+                              .image_config = cfg,
+                              .rootfd = -1,
+                              .host = h,
+                              .cgroups_path = "/berth/default/c1"};
         spec = rt_spec_generate(&in, &o, &err);
         rt_spec_opts_free(&o);
     }
@@ -120,7 +126,10 @@ static json_t *gen_with(const char *params, const char *image_config, const rt_h
     return spec;
 }
 
-static json_t *gen(const char *params) { return gen_with(params, IMAGE_CONFIG, &host, NULL); }
+static json_t *gen(const char *params)
+{
+    return gen_with(params, IMAGE_CONFIG, &host, NULL);
+}
 
 static json_t *path(json_t *j, const char *p)
 {
@@ -148,7 +157,8 @@ static bool has_str(json_t *arr, const char *s)
 {
     size_t i;
     json_t *v;
-    json_array_foreach(arr, i, v) {
+    json_array_foreach(arr, i, v)
+    {
         if (json_is_string(v) && strcmp(json_string_value(v), s) == 0)
             return true;
     }
@@ -159,7 +169,8 @@ static json_t *mount_at(json_t *spec, const char *dst)
 {
     size_t i;
     json_t *m;
-    json_array_foreach(json_object_get(spec, "mounts"), i, m) {
+    json_array_foreach(json_object_get(spec, "mounts"), i, m)
+    {
         if (strcmp(json_string_value(json_object_get(m, "destination")), dst) == 0)
             return m;
     }
@@ -170,7 +181,8 @@ static bool has_ns(json_t *spec, const char *type)
 {
     size_t i;
     json_t *n;
-    json_array_foreach(path(spec, "linux.namespaces"), i, n) {
+    json_array_foreach(path(spec, "linux.namespaces"), i, n)
+    {
         if (strcmp(json_string_value(json_object_get(n, "type")), type) == 0)
             return true;
     }
@@ -225,8 +237,8 @@ static void test_defaults(void **state)
     assert_true(json_is_false(path(s, "root.readonly")));
     assert_null(json_object_get(s, "hostname"));
 
-    static const char *const dsts[] = {"/proc", "/dev", "/dev/pts", "/dev/shm", "/dev/mqueue",
-                                       "/sys", "/run", "/sys/fs/cgroup"};
+    static const char *const dsts[] = {"/proc",       "/dev", "/dev/pts", "/dev/shm",
+                                       "/dev/mqueue", "/sys", "/run",     "/sys/fs/cgroup"};
     for (size_t i = 0; i < BERTH_ARRAY_SIZE(dsts); i++)
         if (!mount_at(s, dsts[i]))
             fail_msg("default mount %s missing", dsts[i]);
@@ -369,8 +381,10 @@ static void test_bad_options(void **state)
     expect_err("{\"env\":[\"=x\"]}", IMAGE_CONFIG, BERTH_E_INVALID_ARGUMENT, "KEY=VALUE");
     expect_err("{\"cap_add\":[\"CAP_FLY\"]}", IMAGE_CONFIG, BERTH_E_INVALID_ARGUMENT,
                "unknown capability");
-    expect_err("{\"cwd\":\"relative\"}", IMAGE_CONFIG, BERTH_E_INVALID_ARGUMENT, "working directory");
-    expect_err("{\"cwd\":\"/a/../b\"}", IMAGE_CONFIG, BERTH_E_INVALID_ARGUMENT, "working directory");
+    expect_err("{\"cwd\":\"relative\"}", IMAGE_CONFIG, BERTH_E_INVALID_ARGUMENT,
+               "working directory");
+    expect_err("{\"cwd\":\"/a/../b\"}", IMAGE_CONFIG, BERTH_E_INVALID_ARGUMENT,
+               "working directory");
     expect_err("{\"cpus\":-1}", IMAGE_CONFIG, BERTH_E_INVALID_ARGUMENT, "cpus");
     expect_err("{\"memory_limit\":-5}", IMAGE_CONFIG, BERTH_E_INVALID_ARGUMENT, "memory_limit");
     expect_err("{\"seccomp\":\"lax\"}", IMAGE_CONFIG, BERTH_E_INVALID_ARGUMENT, "seccomp");
@@ -378,8 +392,7 @@ static void test_bad_options(void **state)
                "seccomp_profile");
     expect_err("{\"user\":\"nobody\"}", IMAGE_CONFIG, BERTH_E_INVALID_ARGUMENT,
                "unable to find user nobody");
-    expect_err("{}",
-               "{\"config\":{\"Cmd\":[\"x\"],\"User\":\"ghost\"}}", BERTH_E_INVALID_ARGUMENT,
+    expect_err("{}", "{\"config\":{\"Cmd\":[\"x\"],\"User\":\"ghost\"}}", BERTH_E_INVALID_ARGUMENT,
                "unable to find user ghost");
     expect_err("{}", "{\"config\":{\"Cmd\":[1]}}", BERTH_E_INVALID_ARGUMENT, "Cmd");
     expect_err("{\"mounts\":[{\"type\":\"tmpfs\",\"destination\":\"rel\"}]}", IMAGE_CONFIG,
@@ -437,15 +450,16 @@ static void test_bind_mounts(void **state)
     /* same destination as a default mount replaces it (only one /dev/shm) */
     size_t n = 0, i;
     json_t *v;
-    json_array_foreach(json_object_get(s, "mounts"), i, v)
-        n += strcmp(json_string_value(json_object_get(v, "destination")), "/dev/shm") == 0;
+    json_array_foreach(json_object_get(s, "mounts"), i, v) n +=
+        strcmp(json_string_value(json_object_get(v, "destination")), "/dev/shm") == 0;
     assert_int_equal(n, 1);
     assert_true(has_str(json_object_get(mount_at(s, "/dev/shm"), "options"), "size=1m"));
     json_decref(s);
 
-    snprintf(params, sizeof(params),
-             "{\"mounts\":[{\"type\":\"bind\",\"source\":\"%s/data/evil\",\"destination\":\"/x\"}]}",
-             tmp);
+    snprintf(
+        params, sizeof(params),
+        "{\"mounts\":[{\"type\":\"bind\",\"source\":\"%s/data/evil\",\"destination\":\"/x\"}]}",
+        tmp);
     expect_err(params, IMAGE_CONFIG, BERTH_E_INVALID_ARGUMENT, "escapes through the symlink");
     snprintf(params, sizeof(params),
              "{\"mounts\":[{\"type\":\"bind\",\"source\":\"%s/data/evil/passwd\","
@@ -478,11 +492,15 @@ static void test_bind_mounts(void **state)
 
 static void test_user_spec(void **state)
 {
-    rt_spec_input_t in = {.id = "c1", .ns = "default", .rootfd = -1, .host = &host,
+    rt_spec_input_t in = {.id = "c1",
+                          .ns = "default",
+                          .rootfd = -1,
+                          .host = &host,
                           .cgroups_path = "/berth/default/c1"};
     berth_error_t *err = NULL;
-    const char *ok = "{\"ociVersion\":\"1.0.2\",\"process\":{\"args\":[\"/bin/true\"],\"cwd\":\"/\"},"
-                     "\"root\":{\"path\":\"/host/dir\"}}";
+    const char *ok =
+        "{\"ociVersion\":\"1.0.2\",\"process\":{\"args\":[\"/bin/true\"],\"cwd\":\"/\"},"
+        "\"root\":{\"path\":\"/host/dir\"}}";
     json_t *s = rt_spec_from_user(ok, strlen(ok), &in, &err);
     assert_non_null(s);
     assert_string_equal(pstr(s, "root.path"), "rootfs");
@@ -504,7 +522,8 @@ static void test_exec_process(void **state)
     mp_t m;
     berth_error_t *err = NULL;
     json_t *p = rt_spec_exec_process(
-        spec, mp(&m, "{\"args\":[\"ls\",\"-l\"],\"env\":[\"X=1\"],\"terminal\":true,\"user\":\"5:6\"}"),
+        spec,
+        mp(&m, "{\"args\":[\"ls\",\"-l\"],\"env\":[\"X=1\"],\"terminal\":true,\"user\":\"5:6\"}"),
         &err);
     mp_free(&m);
     assert_non_null(p);
@@ -543,13 +562,15 @@ static void test_chain_id(void **state)
     free(out);
     json_decref(cfg);
 
-    cfg = json_loads("{\"rootfs\":{\"diff_ids\":["
-                     "\"sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\","
-                     "\"sha256:bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb\","
-                     "\"sha256:cccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc\"]}}",
-                     0, NULL);
+    cfg =
+        json_loads("{\"rootfs\":{\"diff_ids\":["
+                   "\"sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\","
+                   "\"sha256:bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb\","
+                   "\"sha256:cccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc\"]}}",
+                   0, NULL);
     assert_int_equal(rt_chain_id(cfg, &out, &err), 0);
-    assert_string_equal(out, "sha256:c1377126441fb2f5ec2c21ae2a60255331d639e830f0ee1b40a36e52d4c40588");
+    assert_string_equal(out,
+                        "sha256:c1377126441fb2f5ec2c21ae2a60255331d639e830f0ee1b40a36e52d4c40588");
     free(out);
     json_decref(cfg);
 
@@ -584,10 +605,10 @@ static void test_valid_id(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_defaults),    cmocka_unit_test(test_options),
-        cmocka_unit_test(test_privileged),  cmocka_unit_test(test_rlimits),
-        cmocka_unit_test(test_bad_options), cmocka_unit_test(test_seccomp_choices),
-        cmocka_unit_test(test_bind_mounts), cmocka_unit_test(test_user_spec),
+        cmocka_unit_test(test_defaults),     cmocka_unit_test(test_options),
+        cmocka_unit_test(test_privileged),   cmocka_unit_test(test_rlimits),
+        cmocka_unit_test(test_bad_options),  cmocka_unit_test(test_seccomp_choices),
+        cmocka_unit_test(test_bind_mounts),  cmocka_unit_test(test_user_spec),
         cmocka_unit_test(test_exec_process), cmocka_unit_test(test_chain_id),
         cmocka_unit_test(test_valid_id),
     };

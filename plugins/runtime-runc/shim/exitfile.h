@@ -13,9 +13,9 @@
 
 typedef struct {
     int pid;
-    int status;         /* exit code, or 128 + signal */
-    int64_t exited_at;  /* ns since the epoch */
-    bool published;     /* the runtime's /tasks/exit event was acknowledged */
+    int status;        /* exit code, or 128 + signal */
+    int64_t exited_at; /* ns since the epoch */
+    bool published;    /* the runtime's /tasks/exit event was acknowledged */
 } shim_exit_t;
 
 /** File name of a process's exit record inside the bundle: "exit" for the

@@ -106,7 +106,10 @@ void shim_pump_run(shim_pump_t *p, bool src_ready)
     }
 }
 
-bool shim_proc_io_done(const shim_proc_t *p) { return p->out.done && p->err.done; }
+bool shim_proc_io_done(const shim_proc_t *p)
+{
+    return p->out.done && p->err.done;
+}
 
 int shim_open_fifo(const char *path, bool for_write, berth_error_t **err)
 {
@@ -214,8 +217,8 @@ int shim_proc_console(shim_proc_t *p, int master, berth_error_t **err)
         int fd = take_fifo(p, 1, p->stdout_path, err);
         if (fd < 0)
             return -1;
-        p->out = (shim_pump_t){.src = master, .dst = fd, .dst_owned = true, .done = false,
-                               .eof_closes_dst = true};
+        p->out = (shim_pump_t){
+            .src = master, .dst = fd, .dst_owned = true, .done = false, .eof_closes_dst = true};
     } else {
         /* Nobody reads the terminal: drain it so the container never blocks. */
         p->out = (shim_pump_t){.src = master, .dst = -1, .dst_dead = true, .done = false};
@@ -252,8 +255,8 @@ int shim_console_recv(int lfd, berth_error_t **err)
         char buf[CMSG_SPACE(sizeof(int))];
         struct cmsghdr align;
     } u;
-    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf,
-                         .msg_controllen = sizeof(u.buf)};
+    struct msghdr msg = {
+        .msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf, .msg_controllen = sizeof(u.buf)};
     ssize_t n = recvmsg(c, &msg, MSG_CMSG_CLOEXEC);
     close(c);
     if (n < 0)

@@ -33,7 +33,10 @@
 #include "berth/mp.h"
 #include "shim.h"
 
-uint64_t shim_now_ms(void) { return berth_mono_ms(); }
+uint64_t shim_now_ms(void)
+{
+    return berth_mono_ms();
+}
 
 /* ---- connections ------------------------------------------------------------ */
 
@@ -42,7 +45,8 @@ void shim_conn_send(shim_t *s, shim_conn_t *c, msgpack_sbuffer *sb)
     (void)s;
     if (!c || c->dead)
         return;
-    if (shim_buf_avail(&c->out) > (16u << 20) || shim_buf_put_frame(&c->out, sb->data, sb->size) < 0) {
+    if (shim_buf_avail(&c->out) > (16u << 20) ||
+        shim_buf_put_frame(&c->out, sb->data, sb->size) < 0) {
         berth_log(BERTH_LOG_WARN, "msg=\"client not reading, dropping it\"");
         c->dead = true;
         return;
@@ -234,7 +238,8 @@ static void handle_signals(shim_t *s)
                 s->exiting = true;
             } else {
                 berth_log(BERTH_LOG_INFO,
-                          "msg=\"ignoring signal: the container is alive\" signal=%u", si.ssi_signo);
+                          "msg=\"ignoring signal: the container is alive\" signal=%u",
+                          si.ssi_signo);
             }
         }
     }
@@ -429,8 +434,13 @@ static int cleanup_mode(shim_t *s)
 
 int main(int argc, char **argv)
 {
-    shim_t s = {.ns = "default", .runtime = "runc", .exit_wait_ms = 2000, .listen_fd = -1,
-                .sigfd = -1, .oom_fd = -1, .bundle_fd = -1};
+    shim_t s = {.ns = "default",
+                .runtime = "runc",
+                .exit_wait_ms = 2000,
+                .listen_fd = -1,
+                .sigfd = -1,
+                .oom_fd = -1,
+                .bundle_fd = -1};
     int sync_fd = -1;
     bool foreground = false, cleanup = false;
     const char *level = "info";

@@ -144,9 +144,9 @@ int shim_client_connect(shim_client_t *c, const char *path, berth_error_t **err)
     if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
         int e = errno;
         close(fd);
-        return berth_error_set(err, e == ENOENT || e == ECONNREFUSED ? BERTH_E_UNAVAILABLE
-                                                                       : berth_code_from_errno(e),
-                               "connect %s: %s", path, strerror(e));
+        return berth_error_set(
+            err, e == ENOENT || e == ECONNREFUSED ? BERTH_E_UNAVAILABLE : berth_code_from_errno(e),
+            "connect %s: %s", path, strerror(e));
     }
     c->fd = fd;
     return 0;
@@ -230,7 +230,8 @@ static int next_msg(shim_client_t *c, int timeout_ms, berth_error_t **err)
         if (pr < 0 && errno == EINTR)
             continue;
         if (pr == 0)
-            return berth_error_set(err, BERTH_E_DEADLINE_EXCEEDED, "the shim did not answer in time");
+            return berth_error_set(err, BERTH_E_DEADLINE_EXCEEDED,
+                                   "the shim did not answer in time");
         uint8_t buf[16384];
         ssize_t n = read(c->fd, buf, sizeof(buf));
         if (n < 0 && errno == EINTR)

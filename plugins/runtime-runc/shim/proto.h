@@ -24,8 +24,14 @@ typedef struct {
 
 void shim_buf_free(shim_buf_t *b);
 int shim_buf_put(shim_buf_t *b, const void *p, size_t n);
-static inline size_t shim_buf_avail(const shim_buf_t *b) { return b->len - b->off; }
-static inline const uint8_t *shim_buf_head(const shim_buf_t *b) { return b->data + b->off; }
+static inline size_t shim_buf_avail(const shim_buf_t *b)
+{
+    return b->len - b->off;
+}
+static inline const uint8_t *shim_buf_head(const shim_buf_t *b)
+{
+    return b->data + b->off;
+}
 void shim_buf_consume(shim_buf_t *b, size_t n);
 /** Appends a frame header and body. */
 int shim_buf_put_frame(shim_buf_t *b, const void *body, size_t len);

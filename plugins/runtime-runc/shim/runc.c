@@ -106,8 +106,7 @@ static char *runc_log_error(int bundle_fd)
 }
 
 /* Waits for `pid` while recording any other child that exits. */
-static int wait_for(shim_t *s, pid_t pid, int *wstatus, int timeout_ms, int out_fd,
-                    shim_buf_t *out)
+static int wait_for(shim_t *s, pid_t pid, int *wstatus, int timeout_ms, int out_fd, shim_buf_t *out)
 {
     uint64_t deadline = shim_now_ms() + (uint64_t)timeout_ms;
     bool killed = false;
@@ -168,8 +167,7 @@ static int wait_for(shim_t *s, pid_t pid, int *wstatus, int timeout_ms, int out_
     }
 }
 
-int shim_runc(shim_t *s, const char *const *args, const int fds[3], char **out,
-              berth_error_t **err)
+int shim_runc(shim_t *s, const char *const *args, const int fds[3], char **out, berth_error_t **err)
 {
     const char *argv[48];
     const char *what = args[0] ? args[0] : "?";
@@ -189,8 +187,8 @@ int shim_runc(shim_t *s, const char *const *args, const int fds[3], char **out,
     argv[n] = NULL;
 
     /* One runc at a time: its log only holds this command's messages. */
-    int lfd = openat(s->bundle_fd, RUNC_LOG, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW,
-                     0600);
+    int lfd =
+        openat(s->bundle_fd, RUNC_LOG, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
     if (lfd >= 0)
         close(lfd);
 

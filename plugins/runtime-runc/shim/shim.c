@@ -211,7 +211,8 @@ static int get_exec_id(const msgpack_object *params, char *out, berth_error_t **
         bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
                   (i > 0 && (c == '_' || c == '.' || c == '-'));
         if (!ok)
-            return berth_error_set(err, BERTH_E_INVALID_ARGUMENT, "invalid exec id %.*s", (int)n, v);
+            return berth_error_set(err, BERTH_E_INVALID_ARGUMENT, "invalid exec id %.*s", (int)n,
+                                   v);
     }
     memcpy(out, v, n);
     out[n] = 0;
@@ -273,7 +274,8 @@ static int run_proc(shim_t *s, shim_proc_t *p, const char *const *args_no_consol
     for (; *args_no_console; args_no_console++)
         args[n++] = *args_no_console;
     if (p->terminal) {
-        snprintf(console_name, sizeof(console_name), "console-%s.sock", p->exec_id[0] ? p->exec_id : "init");
+        snprintf(console_name, sizeof(console_name), "console-%s.sock",
+                 p->exec_id[0] ? p->exec_id : "init");
         lfd = shim_console_listen(console_name, err);
         if (lfd < 0)
             return -1;
@@ -444,8 +446,8 @@ static void h_exec(shim_t *s, shim_conn_t *c, uint32_t id, const msgpack_object 
         goto fail;
     char procfile[SHIM_MAX_ID + 16];
     snprintf(procfile, sizeof(procfile), "exec-%s.json", exec_id);
-    int fd = openat(s->bundle_fd, procfile, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW,
-                    0600);
+    int fd =
+        openat(s->bundle_fd, procfile, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
     if (fd < 0 || write(fd, proc.ptr, proc.len) != (ssize_t)proc.len) {
         berth_error_errno(&err, errno, "write %s", procfile);
         if (fd >= 0)
@@ -475,7 +477,8 @@ static void h_kill(shim_t *s, shim_conn_t *c, uint32_t id, const msgpack_object 
         berth_mp_get_bool(params, "all", &all, &err) < 0)
         goto fail;
     if (sig == 0 || sig > 64) {
-        berth_error_set(&err, BERTH_E_INVALID_ARGUMENT, "invalid signal %llu", (unsigned long long)sig);
+        berth_error_set(&err, BERTH_E_INVALID_ARGUMENT, "invalid signal %llu",
+                        (unsigned long long)sig);
         goto fail;
     }
     if (p->reaped) {
@@ -499,7 +502,8 @@ static void h_kill(shim_t *s, shim_conn_t *c, uint32_t id, const msgpack_object 
         }
     } else {
         if (p->pid <= 0) {
-            berth_error_set(&err, BERTH_E_FAILED_PRECONDITION, "exec %s is not started", p->exec_id);
+            berth_error_set(&err, BERTH_E_FAILED_PRECONDITION, "exec %s is not started",
+                            p->exec_id);
             goto fail;
         }
         if (kill(p->pid, (int)sig) < 0) {
@@ -761,8 +765,8 @@ static void h_exit_published(shim_t *s, shim_conn_t *c, uint32_t id, const msgpa
     }
     if (p->reported && !p->published) {
         p->published = true;
-        shim_exit_t e = {.pid = p->pid, .status = p->status, .exited_at = p->exited_at,
-                         .published = true};
+        shim_exit_t e = {
+            .pid = p->pid, .status = p->status, .exited_at = p->exited_at, .published = true};
         if (shim_exit_write(s->bundle_fd, p->exec_id, &e, &err) < 0) {
             shim_reply_err(s, c, id, &err);
             return;
@@ -903,8 +907,7 @@ void shim_dispatch(shim_t *s, shim_conn_t *c, uint32_t id, const char *m, size_t
             shim_reply_ok_empty(s, c, id);
             s->rollback = true;
         }
-    }
-    else {
+    } else {
         berth_error_t *err = NULL;
         berth_error_set(&err, BERTH_E_UNIMPLEMENTED, "the shim has no method %.*s", (int)ml, m);
         shim_reply_err(s, c, id, &err);
@@ -931,9 +934,10 @@ void shim_conn_gone(shim_t *s, shim_conn_t *c)
     if (s->create_conn == c) {
         s->create_conn = NULL;
         if (s->created && !s->confirmed) {
-            berth_log(BERTH_LOG_WARN,
-                      "msg=\"the runtime went away before confirming the task, rolling back\" id=%s",
-                      s->id);
+            berth_log(
+                BERTH_LOG_WARN,
+                "msg=\"the runtime went away before confirming the task, rolling back\" id=%s",
+                s->id);
             s->rollback = true;
         }
     }
@@ -943,8 +947,7 @@ uint64_t shim_next_deadline(shim_t *s)
 {
     uint64_t dl = s->confirmed ? 0 : s->confirm_deadline;
     for (shim_proc_t *p = s->procs; p; p = p->next)
-        if (p->reaped && !p->reported && p->report_deadline &&
-            (dl == 0 || p->report_deadline < dl))
+        if (p->reaped && !p->reported && p->report_deadline && (dl == 0 || p->report_deadline < dl))
             dl = p->report_deadline;
     return dl;
 }
@@ -953,8 +956,8 @@ void shim_tick(shim_t *s)
 {
     uint64_t now = shim_now_ms();
     if (!s->confirmed && s->confirm_deadline && now >= s->confirm_deadline) {
-        berth_log(BERTH_LOG_WARN, "msg=\"no confirmation from the runtime in time, rolling back\" id=%s",
-                  s->id);
+        berth_log(BERTH_LOG_WARN,
+                  "msg=\"no confirmation from the runtime in time, rolling back\" id=%s", s->id);
         s->rollback = true;
     }
     for (shim_proc_t *p = s->procs; p; p = p->next)

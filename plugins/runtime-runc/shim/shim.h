@@ -29,9 +29,9 @@ const char *shim_pstate_name(shim_pstate_t s);
 typedef struct {
     int src, dst;
     bool src_owned, dst_owned;
-    bool src_eof;   /* no more input */
-    bool dst_dead;  /* output gone: drain and drop */
-    bool done;      /* src EOF and everything written (dst closed if owned) */
+    bool src_eof;  /* no more input */
+    bool dst_dead; /* output gone: drain and drop */
+    bool done;     /* src EOF and everything written (dst closed if owned) */
     bool eof_closes_dst;
     uint8_t *buf;
     size_t off, len;

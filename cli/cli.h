@@ -12,9 +12,9 @@
 #include "berth/mp.h"
 
 typedef struct {
-    const char *address;   /* -a/--address, $BERTH_ADDRESS, /run/berth/berth.sock */
-    const char *ns;        /* -n/--namespace, $BERTH_NAMESPACE, "default" */
-    uint32_t timeout_ms;   /* --timeout (0 = none) */
+    const char *address; /* -a/--address, $BERTH_ADDRESS, /run/berth/berth.sock */
+    const char *ns;      /* -n/--namespace, $BERTH_NAMESPACE, "default" */
+    uint32_t timeout_ms; /* --timeout (0 = none) */
     uint32_t connect_timeout_ms;
     bool debug;
 } cli_globals_t;
@@ -49,8 +49,8 @@ void cli_die_err(berth_error_t *err) __attribute__((noreturn));
 
 /** Aligned table printed like ctr (tabwriter, padding 1 or more spaces). */
 typedef struct cli_table_s cli_table_t;
-cli_table_t *cli_table_new(int ncols, ...); /* headers */
-void cli_table_row(cli_table_t *t, ...);    /* ncols strings (NULL → "-") */
+cli_table_t *cli_table_new(int ncols, ...);      /* headers */
+void cli_table_row(cli_table_t *t, ...);         /* ncols strings (NULL → "-") */
 void cli_table_print(cli_table_t *t, FILE *out); /* prints and frees */
 
 /** Prints a msgpack object as JSON (bin → base64 string), pretty with a
@@ -88,12 +88,12 @@ extern bool cli_ns_explicit;
 
 /** A subcommand of a group, for cli_dispatch(). */
 typedef struct {
-    const char *names;   /* "list|ls": the first is the canonical name */
-    const char *args;    /* usage after the name: "[-q] [--format json] [ID...]" */
-    const char *help;    /* one line, shown in the group help */
-    const char *details; /* options and examples for `--help` (may be NULL) */
+    const char *names;                /* "list|ls": the first is the canonical name */
+    const char *args;                 /* usage after the name: "[-q] [--format json] [ID...]" */
+    const char *help;                 /* one line, shown in the group help */
+    const char *details;              /* options and examples for `--help` (may be NULL) */
     int (*fn)(int argc, char **argv); /* argv[0] is the subcommand as typed */
-    bool raw_args;       /* only argv[1] may be -h/--help (args are a command line) */
+    bool raw_args;                    /* only argv[1] may be -h/--help (args are a command line) */
 } cli_subcmd_t;
 
 /** Runs a group's subcommand: `GROUP`, `GROUP --help` and `GROUP help [SUB]`

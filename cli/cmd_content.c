@@ -576,8 +576,8 @@ static const cli_subcmd_t content_cmds[] = {
      content_abort, false},
     {"rm|delete|del|remove", "DIGEST... [--sync]", "Remove content from the namespace",
      "The bytes are freed by garbage collection once no namespace references them;\n"
-     "--sync waits until that collection has run.\n", content_rm,
-     false},
+     "--sync waits until that collection has run.\n",
+     content_rm, false},
     {"label", "DIGEST [KEY=VALUE...]", "Set or remove labels of content",
      "KEY= (empty value) removes the label; the resulting labels are printed.\n"
      "\n"

@@ -178,7 +178,8 @@ static void reload_config(core_t *c)
     if (!path && access(DEFAULT_CONFIG_FILE, F_OK) == 0)
         path = DEFAULT_CONFIG_FILE;
     if (path && !(user = core_config_read_file(path, &err))) {
-        berth_log(BERTH_LOG_ERROR, "msg=\"SIGHUP: config not reloaded, keeping the running one\" err=\"%s\"",
+        berth_log(BERTH_LOG_ERROR,
+                  "msg=\"SIGHUP: config not reloaded, keeping the running one\" err=\"%s\"",
                   err->message);
         berth_error_free(&err);
         return;
@@ -189,7 +190,8 @@ static void reload_config(core_t *c)
     free(xdir);
     json_decref(user);
     if (r < 0) {
-        berth_log(BERTH_LOG_ERROR, "msg=\"SIGHUP: config not reloaded, keeping the running one\" err=\"%s\"",
+        berth_log(BERTH_LOG_ERROR,
+                  "msg=\"SIGHUP: config not reloaded, keeping the running one\" err=\"%s\"",
                   err->message);
         berth_error_free(&err);
         return;
@@ -197,7 +199,8 @@ static void reload_config(core_t *c)
     const char *key;
     json_t *nv;
     int applied = 0, pending = 0;
-    json_object_foreach(ncfg.effective, key, nv) {
+    json_object_foreach(ncfg.effective, key, nv)
+    {
         json_t *ov = json_object_get(c->cfg->effective, key);
         if (ov && json_equal(ov, nv))
             continue;
@@ -206,17 +209,20 @@ static void reload_config(core_t *c)
             json_object_set(c->cfg->effective, key, nv);
             c->cfg->log_level = ncfg.log_level;
             applied++;
-            berth_log(BERTH_LOG_INFO, "msg=\"SIGHUP: applied\" key=log_level value=%s", json_string_value(nv));
+            berth_log(BERTH_LOG_INFO, "msg=\"SIGHUP: applied\" key=log_level value=%s",
+                      json_string_value(nv));
         } else if (strcmp(key, "log_format") == 0) {
             berth_log_set_json(ncfg.log_json);
             c->cfg->log_json = ncfg.log_json;
             json_object_set(c->cfg->effective, key, nv);
             applied++;
-            berth_log(BERTH_LOG_INFO, "msg=\"SIGHUP: applied\" key=log_format value=%s", json_string_value(nv));
+            berth_log(BERTH_LOG_INFO, "msg=\"SIGHUP: applied\" key=log_format value=%s",
+                      json_string_value(nv));
         } else if (strcmp(key, "plugins") == 0) {
             const char *id;
             json_t *pv;
-            json_object_foreach(nv, id, pv) {
+            json_object_foreach(nv, id, pv)
+            {
                 json_t *old = json_object_get(ov, id);
                 if (old && json_equal(old, pv))
                     continue;
@@ -230,25 +236,28 @@ static void reload_config(core_t *c)
                 for (size_t i = 0; i < ncfg.n_plugins; i++)
                     if (strcmp(ncfg.plugins[i].id, id) == 0)
                         npc = &ncfg.plugins[i];
-                bool only_config = pc && npc && pc->enabled == npc->enabled &&
-                                   strcmp(pc->path, npc->path) == 0;
+                bool only_config =
+                    pc && npc && pc->enabled == npc->enabled && strcmp(pc->path, npc->path) == 0;
                 if (only_config) {
                     json_t *nc = npc->config;
                     json_incref(nc);
                     json_decref(pc->config);
                     pc->config = nc;
                     berth_log(BERTH_LOG_WARN,
-                              "msg=\"SIGHUP: plugin config changed; apply it with `berth plugins restart %s`\" plugin=%s",
+                              "msg=\"SIGHUP: plugin config changed; apply it with `berth plugins "
+                              "restart %s`\" plugin=%s",
                               id, id);
                 } else {
                     berth_log(BERTH_LOG_WARN,
-                              "msg=\"SIGHUP: plugin added, removed, enabled or moved: needs a berthd restart\" plugin=%s",
+                              "msg=\"SIGHUP: plugin added, removed, enabled or moved: needs a "
+                              "berthd restart\" plugin=%s",
                               id);
                 }
             }
         } else {
             pending++;
-            berth_log(BERTH_LOG_WARN, "msg=\"SIGHUP: changed key needs a berthd restart to apply\" key=%s", key);
+            berth_log(BERTH_LOG_WARN,
+                      "msg=\"SIGHUP: changed key needs a berthd restart to apply\" key=%s", key);
         }
     }
     berth_log(BERTH_LOG_INFO, "msg=\"SIGHUP: config reloaded\" file=%s applied=%d need_restart=%d",

@@ -106,11 +106,26 @@ void ipc_conn_close(ipc_conn_t *c, bool flush)
     do_close(c);
 }
 
-bool ipc_conn_closing(const ipc_conn_t *c) { return c->closing; }
-void *ipc_conn_data(const ipc_conn_t *c) { return c->data; }
-void ipc_conn_set_data(ipc_conn_t *c, void *data) { c->data = data; }
-size_t ipc_conn_write_queue(const ipc_conn_t *c) { return c->queued; }
-void ipc_conn_set_drain_cb(ipc_conn_t *c, void (*cb)(ipc_conn_t *c, void *data)) { c->drain_cb = cb; }
+bool ipc_conn_closing(const ipc_conn_t *c)
+{
+    return c->closing;
+}
+void *ipc_conn_data(const ipc_conn_t *c)
+{
+    return c->data;
+}
+void ipc_conn_set_data(ipc_conn_t *c, void *data)
+{
+    c->data = data;
+}
+size_t ipc_conn_write_queue(const ipc_conn_t *c)
+{
+    return c->queued;
+}
+void ipc_conn_set_drain_cb(ipc_conn_t *c, void (*cb)(ipc_conn_t *c, void *data))
+{
+    c->drain_cb = cb;
+}
 
 int ipc_conn_fd(const ipc_conn_t *c)
 {
@@ -223,7 +238,8 @@ int ipc_conn_send(ipc_conn_t *c, const void *payload, size_t len, bool urgent)
     }
     if (c->queued + len + 4 > c->opts.max_write_queue) {
         berth_log(BERTH_LOG_WARN,
-                  "msg=\"peer is not reading: write queue over its limit, closing connection\" queued=%zu",
+                  "msg=\"peer is not reading: write queue over its limit, closing connection\" "
+                  "queued=%zu",
                   c->queued);
         do_close(c);
         return -1;
@@ -304,7 +320,8 @@ static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     if (nread == 0 || c->closing)
         return;
     berth_error_t *err = NULL;
-    if (ipc_framer_feed(&c->framer, (const uint8_t *)buf->base, (size_t)nread, on_frame, c, &err) < 0) {
+    if (ipc_framer_feed(&c->framer, (const uint8_t *)buf->base, (size_t)nread, on_frame, c, &err) <
+        0) {
         if (c->cbs.on_protocol_error)
             c->cbs.on_protocol_error(c, err, c->data);
         berth_error_free(&err);

@@ -42,7 +42,8 @@ static int lookup(const msgpack_object *map, const char *key, const msgpack_obje
     return 0;
 }
 
-#define WRONG(type) berth_error_set(err, BERTH_E_INVALID_ARGUMENT, "parameter %s must be %s", key, type)
+#define WRONG(type)                                                                                \
+    berth_error_set(err, BERTH_E_INVALID_ARGUMENT, "parameter %s must be %s", key, type)
 
 int berth_mp_get_str(const msgpack_object *map, const char *key, const char **out, size_t *len,
                      berth_error_t **err)
@@ -74,8 +75,7 @@ char *berth_mp_strdup(const msgpack_object *o)
     return s;
 }
 
-int berth_mp_get_strdup(const msgpack_object *map, const char *key, char **out,
-                        berth_error_t **err)
+int berth_mp_get_strdup(const msgpack_object *map, const char *key, char **out, berth_error_t **err)
 {
     const msgpack_object *v;
     if (lookup(map, key, &v))
@@ -89,8 +89,7 @@ int berth_mp_get_strdup(const msgpack_object *map, const char *key, char **out,
     return 0;
 }
 
-int berth_mp_get_u64(const msgpack_object *map, const char *key, uint64_t *out,
-                     berth_error_t **err)
+int berth_mp_get_u64(const msgpack_object *map, const char *key, uint64_t *out, berth_error_t **err)
 {
     const msgpack_object *v;
     if (lookup(map, key, &v))
@@ -101,8 +100,7 @@ int berth_mp_get_u64(const msgpack_object *map, const char *key, uint64_t *out,
     return 0;
 }
 
-int berth_mp_get_i64(const msgpack_object *map, const char *key, int64_t *out,
-                     berth_error_t **err)
+int berth_mp_get_i64(const msgpack_object *map, const char *key, int64_t *out, berth_error_t **err)
 {
     const msgpack_object *v;
     if (lookup(map, key, &v))
@@ -116,8 +114,7 @@ int berth_mp_get_i64(const msgpack_object *map, const char *key, int64_t *out,
     return 0;
 }
 
-int berth_mp_get_bool(const msgpack_object *map, const char *key, bool *out,
-                      berth_error_t **err)
+int berth_mp_get_bool(const msgpack_object *map, const char *key, bool *out, berth_error_t **err)
 {
     const msgpack_object *v;
     if (lookup(map, key, &v))
@@ -224,7 +221,10 @@ void berth_mpbuf_init(berth_mpbuf_t *b)
     msgpack_packer_init(&b->pk, &b->buf, msgpack_sbuffer_write);
 }
 
-void berth_mpbuf_destroy(berth_mpbuf_t *b) { msgpack_sbuffer_destroy(&b->buf); }
+void berth_mpbuf_destroy(berth_mpbuf_t *b)
+{
+    msgpack_sbuffer_destroy(&b->buf);
+}
 
 msgpack_object *berth_mp_clone(const msgpack_object *o, msgpack_zone **zone)
 {
@@ -332,60 +332,90 @@ static int walk(walker *w, size_t depth)
     if (b >= 0xa0 && b <= 0xbf)
         return skip(w, b & 0x1f);
     switch (b) {
-    case 0xc0: case 0xc2: case 0xc3:
+    case 0xc0:
+    case 0xc2:
+    case 0xc3:
         return 0;
     case 0xc1:
         w->why = "reserved byte 0xc1";
         return -1;
-    case 0xc4: case 0xd9:
-        if (need(w, 1) < 0) return -1;
+    case 0xc4:
+    case 0xd9:
+        if (need(w, 1) < 0)
+            return -1;
         w->pos += 1;
         return skip(w, be(w->p + w->pos - 1, 1));
-    case 0xc5: case 0xda:
-        if (need(w, 2) < 0) return -1;
+    case 0xc5:
+    case 0xda:
+        if (need(w, 2) < 0)
+            return -1;
         w->pos += 2;
         return skip(w, be(w->p + w->pos - 2, 2));
-    case 0xc6: case 0xdb:
-        if (need(w, 4) < 0) return -1;
+    case 0xc6:
+    case 0xdb:
+        if (need(w, 4) < 0)
+            return -1;
         w->pos += 4;
         return skip(w, be(w->p + w->pos - 4, 4));
     case 0xc7: /* ext 8 */
-        if (need(w, 1) < 0) return -1;
+        if (need(w, 1) < 0)
+            return -1;
         w->pos += 1;
         return skip(w, 1 + be(w->p + w->pos - 1, 1));
     case 0xc8:
-        if (need(w, 2) < 0) return -1;
+        if (need(w, 2) < 0)
+            return -1;
         w->pos += 2;
         return skip(w, 1 + be(w->p + w->pos - 2, 2));
     case 0xc9:
-        if (need(w, 4) < 0) return -1;
+        if (need(w, 4) < 0)
+            return -1;
         w->pos += 4;
         return skip(w, 1 + be(w->p + w->pos - 4, 4));
-    case 0xca: return skip(w, 4);
-    case 0xcb: return skip(w, 8);
-    case 0xcc: case 0xd0: return skip(w, 1);
-    case 0xcd: case 0xd1: return skip(w, 2);
-    case 0xce: case 0xd2: return skip(w, 4);
-    case 0xcf: case 0xd3: return skip(w, 8);
-    case 0xd4: return skip(w, 2);
-    case 0xd5: return skip(w, 3);
-    case 0xd6: return skip(w, 5);
-    case 0xd7: return skip(w, 9);
-    case 0xd8: return skip(w, 17);
+    case 0xca:
+        return skip(w, 4);
+    case 0xcb:
+        return skip(w, 8);
+    case 0xcc:
+    case 0xd0:
+        return skip(w, 1);
+    case 0xcd:
+    case 0xd1:
+        return skip(w, 2);
+    case 0xce:
+    case 0xd2:
+        return skip(w, 4);
+    case 0xcf:
+    case 0xd3:
+        return skip(w, 8);
+    case 0xd4:
+        return skip(w, 2);
+    case 0xd5:
+        return skip(w, 3);
+    case 0xd6:
+        return skip(w, 5);
+    case 0xd7:
+        return skip(w, 9);
+    case 0xd8:
+        return skip(w, 17);
     case 0xdc:
-        if (need(w, 2) < 0) return -1;
+        if (need(w, 2) < 0)
+            return -1;
         w->pos += 2;
         return walk_container(w, depth, be(w->p + w->pos - 2, 2), 1);
     case 0xdd:
-        if (need(w, 4) < 0) return -1;
+        if (need(w, 4) < 0)
+            return -1;
         w->pos += 4;
         return walk_container(w, depth, be(w->p + w->pos - 4, 4), 1);
     case 0xde:
-        if (need(w, 2) < 0) return -1;
+        if (need(w, 2) < 0)
+            return -1;
         w->pos += 2;
         return walk_container(w, depth, be(w->p + w->pos - 2, 2), 2);
     case 0xdf:
-        if (need(w, 4) < 0) return -1;
+        if (need(w, 4) < 0)
+            return -1;
         w->pos += 4;
         return walk_container(w, depth, be(w->p + w->pos - 4, 4), 2);
     }
@@ -393,8 +423,8 @@ static int walk(walker *w, size_t depth)
     return -1;
 }
 
-int berth_mp_unpack(const void *data, size_t len, const berth_mp_limits_t *lim,
-                    msgpack_zone **zone, msgpack_object *out, berth_error_t **err)
+int berth_mp_unpack(const void *data, size_t len, const berth_mp_limits_t *lim, msgpack_zone **zone,
+                    msgpack_object *out, berth_error_t **err)
 {
     if (!lim)
         lim = &berth_mp_default_limits;
@@ -415,7 +445,8 @@ int berth_mp_unpack(const void *data, size_t len, const berth_mp_limits_t *lim,
     msgpack_unpack_return r = msgpack_unpack(data, len, &off, z, out);
     if (r != MSGPACK_UNPACK_SUCCESS || off != len) {
         msgpack_zone_free(z);
-        return berth_error_set(err, BERTH_E_INVALID_ARGUMENT, "malformed message: unpack failed (%d)", r);
+        return berth_error_set(err, BERTH_E_INVALID_ARGUMENT,
+                               "malformed message: unpack failed (%d)", r);
     }
     *zone = z;
     return 0;

@@ -57,7 +57,8 @@ int ipc_msg_decode(uint8_t *raw, size_t len, const berth_mp_limits_t *lim, ipc_m
                 *msgid_out = (uint32_t)q[1] << 8 | q[2];
                 *have_msgid = true;
             } else if (q[0] == 0xce && left >= 5) {
-                *msgid_out = (uint32_t)q[1] << 24 | (uint32_t)q[2] << 16 | (uint32_t)q[3] << 8 | q[4];
+                *msgid_out =
+                    (uint32_t)q[1] << 24 | (uint32_t)q[2] << 16 | (uint32_t)q[3] << 8 | q[4];
                 *have_msgid = true;
             }
         }
@@ -234,7 +235,8 @@ int ipc_stream_fields(const ipc_msg_t *m, uint32_t *id, bool *from_server, uint3
     if (strcmp(m->method, "$ack") == 0) {
         uint64_t k = 0;
         if (berth_mp_get_u64(m->params, "n", &k, err) != 0 || k > UINT32_MAX || k == 0)
-            return berth_error_set(err, BERTH_E_INVALID_ARGUMENT, "$ack: n must be a positive uint32");
+            return berth_error_set(err, BERTH_E_INVALID_ARGUMENT,
+                                   "$ack: n must be a positive uint32");
         *n = (uint32_t)k;
     }
     if (data) {

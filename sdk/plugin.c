@@ -80,13 +80,34 @@ struct berth_call_s {
 
 /* ---------------------------------------------------------------------- */
 
-uv_loop_t *berth_plugin_loop(berth_plugin_t *p) { return &p->loop; }
-void *berth_plugin_data(berth_plugin_t *p) { return p->desc->data; }
-const char *berth_plugin_id(berth_plugin_t *p) { return p->desc->id; }
-const msgpack_object *berth_plugin_config(berth_plugin_t *p) { return p->config; }
-const char *berth_plugin_root(berth_plugin_t *p) { return p->root; }
-const char *berth_plugin_state(berth_plugin_t *p) { return p->state; }
-const char *berth_plugin_daemon_root(berth_plugin_t *p) { return p->daemon_root; }
+uv_loop_t *berth_plugin_loop(berth_plugin_t *p)
+{
+    return &p->loop;
+}
+void *berth_plugin_data(berth_plugin_t *p)
+{
+    return p->desc->data;
+}
+const char *berth_plugin_id(berth_plugin_t *p)
+{
+    return p->desc->id;
+}
+const msgpack_object *berth_plugin_config(berth_plugin_t *p)
+{
+    return p->config;
+}
+const char *berth_plugin_root(berth_plugin_t *p)
+{
+    return p->root;
+}
+const char *berth_plugin_state(berth_plugin_t *p)
+{
+    return p->state;
+}
+const char *berth_plugin_daemon_root(berth_plugin_t *p)
+{
+    return p->daemon_root;
+}
 
 void berth_plugin_stop(berth_plugin_t *p)
 {
@@ -108,22 +129,70 @@ static int send_buf(berth_plugin_t *p, berth_mpbuf_t *b, bool urgent)
 
 /* ---- requests we serve ------------------------------------------------- */
 
-berth_plugin_t *berth_req_plugin(berth_req_t *r) { return r->p; }
-const char *berth_req_method(berth_req_t *r) { return r->msg->method; }
-const char *berth_req_namespace(berth_req_t *r) { return r->ns; }
-const char *berth_req_caller_kind(berth_req_t *r) { return r->caller_kind; }
-const char *berth_req_caller_id(berth_req_t *r) { return r->caller_id; }
-uint32_t berth_req_caller_uid(berth_req_t *r) { return r->caller_uid; }
-const char *berth_req_request_id(berth_req_t *r) { return r->request_id; }
-uint64_t berth_req_deadline(berth_req_t *r) { return r->deadline; }
-const char *berth_req_lease(berth_req_t *r) { return r->lease; }
-void berth_req_set_data(berth_req_t *r, void *data) { r->data = data; }
-void *berth_req_data(berth_req_t *r) { return r->data; }
-bool berth_req_canceled(berth_req_t *r) { return r->canceled; }
-void berth_req_set_cancel_cb(berth_req_t *r, void (*cb)(berth_req_t *r)) { r->cancel_cb = cb; }
-void berth_req_set_stream_cb(berth_req_t *r, berth_req_stream_cb cb) { r->stream_cb = cb; }
-void berth_req_set_writable_cb(berth_req_t *r, void (*cb)(berth_req_t *r)) { r->writable_cb = cb; }
-void berth_req_hold_ack(berth_req_t *r) { r->hold = true; }
+berth_plugin_t *berth_req_plugin(berth_req_t *r)
+{
+    return r->p;
+}
+const char *berth_req_method(berth_req_t *r)
+{
+    return r->msg->method;
+}
+const char *berth_req_namespace(berth_req_t *r)
+{
+    return r->ns;
+}
+const char *berth_req_caller_kind(berth_req_t *r)
+{
+    return r->caller_kind;
+}
+const char *berth_req_caller_id(berth_req_t *r)
+{
+    return r->caller_id;
+}
+uint32_t berth_req_caller_uid(berth_req_t *r)
+{
+    return r->caller_uid;
+}
+const char *berth_req_request_id(berth_req_t *r)
+{
+    return r->request_id;
+}
+uint64_t berth_req_deadline(berth_req_t *r)
+{
+    return r->deadline;
+}
+const char *berth_req_lease(berth_req_t *r)
+{
+    return r->lease;
+}
+void berth_req_set_data(berth_req_t *r, void *data)
+{
+    r->data = data;
+}
+void *berth_req_data(berth_req_t *r)
+{
+    return r->data;
+}
+bool berth_req_canceled(berth_req_t *r)
+{
+    return r->canceled;
+}
+void berth_req_set_cancel_cb(berth_req_t *r, void (*cb)(berth_req_t *r))
+{
+    r->cancel_cb = cb;
+}
+void berth_req_set_stream_cb(berth_req_t *r, berth_req_stream_cb cb)
+{
+    r->stream_cb = cb;
+}
+void berth_req_set_writable_cb(berth_req_t *r, void (*cb)(berth_req_t *r))
+{
+    r->writable_cb = cb;
+}
+void berth_req_hold_ack(berth_req_t *r)
+{
+    r->hold = true;
+}
 
 static void req_free(berth_req_t *r)
 {
@@ -143,7 +212,10 @@ static void req_finish(berth_req_t *r)
         req_free(r);
 }
 
-static void req_enter(berth_req_t *r) { r->busy++; }
+static void req_enter(berth_req_t *r)
+{
+    r->busy++;
+}
 /* Returns false if the request was freed. */
 static bool req_leave(berth_req_t *r)
 {
@@ -331,7 +403,8 @@ berth_call_t *berth_call(berth_plugin_t *p, const char *method, const void *para
     } else if (timeout_ms) {
         msgpack_zone *z = NULL;
         msgpack_object o;
-        if (berth_mp_unpack(params, params_len, NULL, &z, &o, err) < 0 || o.type != MSGPACK_OBJECT_MAP) {
+        if (berth_mp_unpack(params, params_len, NULL, &z, &o, err) < 0 ||
+            o.type != MSGPACK_OBJECT_MAP) {
             if (z)
                 msgpack_zone_free(z);
             berth_mpbuf_destroy(&b);
@@ -443,7 +516,8 @@ int berth_publish(berth_plugin_t *p, const char *topic, const char *ns, const vo
     else
         msgpack_pack_map(&b.pk, 0);
     berth_error_t *err = NULL;
-    berth_call_t *c = berth_call(p, "events.publish", b.buf.data, b.buf.size, 0, cb, NULL, data, &err);
+    berth_call_t *c =
+        berth_call(p, "events.publish", b.buf.data, b.buf.size, 0, cb, NULL, data, &err);
     berth_mpbuf_destroy(&b);
     if (!c) {
         berth_log(BERTH_LOG_WARN, "msg=\"publish failed\" topic=%s err=\"%s\"", topic,
@@ -864,8 +938,8 @@ static int send_register(berth_plugin_t *p)
     for (size_t i = 0; i < nreq; i++)
         berth_mp_pack_str(&b.pk, d->requires[i]);
     berth_error_t *err = NULL;
-    berth_call_t *c = berth_call(p, "plugin.register", b.buf.data, b.buf.size, 0, on_registered,
-                                 NULL, p, &err);
+    berth_call_t *c =
+        berth_call(p, "plugin.register", b.buf.data, b.buf.size, 0, on_registered, NULL, p, &err);
     berth_mpbuf_destroy(&b);
     if (!c) {
         berth_log(BERTH_LOG_ERROR, "msg=\"cannot register\" err=\"%s\"", err->message);
@@ -957,8 +1031,8 @@ int berth_plugin_main(const berth_plugin_desc_t *desc, int argc, char **argv)
     ipc_idmap_init(&p->reqs);
     ipc_idmap_init(&p->calls);
 
-    ipc_conn_cbs_t cbs = {.on_message = on_message, .on_close = on_close,
-                          .on_protocol_error = on_protocol_error};
+    ipc_conn_cbs_t cbs = {
+        .on_message = on_message, .on_close = on_close, .on_protocol_error = on_protocol_error};
     berth_error_t *err = NULL;
     /* The core never stops reading a plugin, and streams stop at the high
      * water mark above: the plugin's own queue limit is a last resort. */

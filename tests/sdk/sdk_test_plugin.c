@@ -82,7 +82,10 @@ static void handle_download(berth_req_t *r, const msgpack_object *params)
     dl_pump(r);
 }
 
-static void on_cancel(berth_req_t *r) { berth_req_failf(r, BERTH_E_CANCELED, "hang canceled"); }
+static void on_cancel(berth_req_t *r)
+{
+    berth_req_failf(r, BERTH_E_CANCELED, "hang canceled");
+}
 
 static void handle_hang(berth_req_t *r, const msgpack_object *params)
 {
@@ -136,8 +139,12 @@ static const berth_method_t methods[] = {
 int main(int argc, char **argv)
 {
     berth_plugin_desc_t d = {
-        .id = "sdktest", .type = "io.berth.test.v1", .version = "0.1.0",
-        .methods = methods, .n_methods = BERTH_ARRAY_SIZE(methods), .init = init,
+        .id = "sdktest",
+        .type = "io.berth.test.v1",
+        .version = "0.1.0",
+        .methods = methods,
+        .n_methods = BERTH_ARRAY_SIZE(methods),
+        .init = init,
     };
     return berth_plugin_main(&d, argc, argv);
 }

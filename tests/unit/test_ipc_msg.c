@@ -6,8 +6,10 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <cmocka.h>
 #include <string.h>
+
+/* cmocka.h needs the headers above first: its own block keeps the order. */
+#include <cmocka.h>
 
 #include "frame.h"
 #include "idmap.h"
@@ -306,9 +308,13 @@ static void test_errors(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_request_roundtrip), cmocka_unit_test(test_response_shapes),
-        cmocka_unit_test(test_notify_and_stream_fields), cmocka_unit_test(test_malformed),
-        cmocka_unit_test(test_framer), cmocka_unit_test(test_idmap), cmocka_unit_test(test_clone),
+        cmocka_unit_test(test_request_roundtrip),
+        cmocka_unit_test(test_response_shapes),
+        cmocka_unit_test(test_notify_and_stream_fields),
+        cmocka_unit_test(test_malformed),
+        cmocka_unit_test(test_framer),
+        cmocka_unit_test(test_idmap),
+        cmocka_unit_test(test_clone),
         cmocka_unit_test(test_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

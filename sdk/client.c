@@ -733,8 +733,8 @@ static int handle_frame(berth_client_t *c, call_state_t *st, const uint8_t *payl
 static int drain_frames(berth_client_t *c, call_state_t *st, berth_error_t **err)
 {
     for (;;) {
-        const uint8_t *payload;
-        size_t len;
+        const uint8_t *payload = NULL;
+        size_t len = 0;
         int r = next_frame(c, &payload, &len, err);
         if (r < 0)
             return -1;
@@ -1007,8 +1007,8 @@ int berth_client_pipeline(berth_client_t *c, const char *method, const void *par
         }
         bool progress = false;
         for (;;) {
-            const uint8_t *payload;
-            size_t len;
+            const uint8_t *payload = NULL;
+            size_t len = 0;
             int r = next_frame(c, &payload, &len, err);
             if (r < 0)
                 goto out;

@@ -990,8 +990,8 @@ static int write_data(ax_t *x, struct archive *a, int fd, la_int64_t size, berth
 static int do_regular(ax_t *x, struct archive *a, struct archive_entry *e, int pfd,
                       const char *base, berth_error_t **err)
 {
-    uid_t uid;
-    gid_t gid;
+    uid_t uid = 0;
+    gid_t gid = 0;
     if (get_owner(x, e, &uid, &gid, err) < 0)
         return -1;
     mode_t mode = archive_entry_perm(e) & 07777;
@@ -1033,8 +1033,8 @@ out:
 
 static int do_dir(ax_t *x, struct archive_entry *e, int pfd, const char *base, berth_error_t **err)
 {
-    uid_t uid;
-    gid_t gid;
+    uid_t uid = 0;
+    gid_t gid = 0;
     if (get_owner(x, e, &uid, &gid, err) < 0)
         return -1;
     mode_t mode = archive_entry_perm(e) & 07777;
@@ -1075,8 +1075,8 @@ static int do_dir(ax_t *x, struct archive_entry *e, int pfd, const char *base, b
 static int finish_by_name(ax_t *x, struct archive_entry *e, int pfd, const char *base, bool symlink,
                           berth_error_t **err)
 {
-    uid_t uid;
-    gid_t gid;
+    uid_t uid = 0;
+    gid_t gid = 0;
     if (get_owner(x, e, &uid, &gid, err) < 0)
         return -1;
     if (chown_needed(x, uid, gid) && fchownat(pfd, base, uid, gid, AT_SYMLINK_NOFOLLOW) < 0)

@@ -16,10 +16,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <openssl/evp.h>
 
 #include "berth/failpoint.h"
 #include "berth/log.h"
+#include "berth/sha256.h"
 #include "store.h"
 
 #define HASH_BUF (1u << 20)
@@ -65,7 +65,7 @@ struct content_ingest_s {
     uint64_t synced;
     int64_t updated_at; /* atomic */
     /* hash lane (content_ingest_hash) */
-    EVP_MD_CTX *md;
+    berth_sha256_t md;
     uint64_t hashed;
     bool removed;
     bool committed; /* data is linked as a blob: never written again */
@@ -126,13 +126,11 @@ static int check_name(const char *what, const char *v, size_t max, berth_error_t
 static void ingest_key(const char *ns, const char *ref, char key[65])
 {
     unsigned char md[32];
-    unsigned int mdlen = 0;
-    EVP_MD_CTX *c = EVP_MD_CTX_new();
-    EVP_DigestInit_ex(c, EVP_sha256(), NULL);
-    EVP_DigestUpdate(c, ns, strlen(ns) + 1); /* namespace, then its NUL */
-    EVP_DigestUpdate(c, ref, strlen(ref));
-    EVP_DigestFinal_ex(c, md, &mdlen);
-    EVP_MD_CTX_free(c);
+    berth_sha256_t c;
+    berth_sha256_init(&c);
+    berth_sha256_update(&c, ns, strlen(ns) + 1); /* namespace, then its NUL */
+    berth_sha256_update(&c, ref, strlen(ref));
+    berth_sha256_final(&c, md);
     hex_encode(md, 32, key);
 }
 
@@ -608,7 +606,6 @@ static void ingest_free(content_ingest_t *ing)
     if (ing->dirfd >= 0)
         close(ing->dirfd);
     unlock_key(ing->s, ing);
-    EVP_MD_CTX_free(ing->md);
     free(ing->ref);
     free(ing->ns);
     free(ing->expected);
@@ -873,7 +870,7 @@ static int resume_ingest(content_ingest_t *ing, uint64_t total, const char *expe
             continue;
         if (r <= 0)
             return berth_error_errno(err, r < 0 ? errno : EIO, "re-hash data of ref %s", ing->ref);
-        EVP_DigestUpdate(ing->md, buf, (size_t)r);
+        berth_sha256_update(&ing->md, buf, (size_t)r);
         off += (uint64_t)r;
     }
     ing->written = ing->synced = ing->hashed = durable;
@@ -898,8 +895,7 @@ content_ingest_t *content_ingest_open(content_store_t *s, const char *ns, const 
     ingest_key(ns, ref, ing->key);
     ing->ref = strdup(ref);
     ing->ns = strdup(ns);
-    ing->md = EVP_MD_CTX_new();
-    if (!ing->ref || !ing->ns || !ing->md) {
+    if (!ing->ref || !ing->ns) {
         berth_error_set(err, BERTH_E_RESOURCE_EXHAUSTED, "out of memory");
         goto fail_unlisted;
     }
@@ -911,10 +907,7 @@ content_ingest_t *content_ingest_open(content_store_t *s, const char *ns, const 
             berth_error_set(err, BERTH_E_ABORTED, "ingest of ref %s keeps changing; retry", ref);
             goto fail;
         }
-        if (!EVP_DigestInit_ex(ing->md, EVP_sha256(), NULL)) {
-            berth_error_set(err, BERTH_E_INTERNAL, "cannot initialise SHA-256");
-            goto fail;
-        }
+        berth_sha256_init(&ing->md);
         free(ing->expected);
         ing->expected = NULL;
         if (ing->datafd >= 0)
@@ -962,7 +955,6 @@ fail:
     ingest_free(ing);
     return NULL;
 fail_unlisted:
-    EVP_MD_CTX_free(ing->md);
     free(ing->ref);
     free(ing->ns);
     free(ing);
@@ -1068,7 +1060,7 @@ int content_ingest_write_data(content_ingest_t *ing, uint64_t offset, const void
 
 void content_ingest_hash(content_ingest_t *ing, const void *p, size_t n)
 {
-    EVP_DigestUpdate(ing->md, p, n);
+    berth_sha256_update(&ing->md, p, n);
     ing->hashed += n;
 }
 
@@ -1117,14 +1109,9 @@ int content_ingest_commit(content_ingest_t *ing, uint64_t size, const char *expe
                                "unexpected commit size %" PRIu64 ", expected %" PRIu64
                                " (ref %s stays resumable from offset %" PRIu64 ")",
                                ing->written, size, ing->ref, ing->written);
-    unsigned char md[EVP_MAX_MD_SIZE];
-    unsigned int mdlen = 0;
-    EVP_MD_CTX *c = EVP_MD_CTX_new();
-    if (!c || !EVP_MD_CTX_copy_ex(c, ing->md) || !EVP_DigestFinal_ex(c, md, &mdlen)) {
-        EVP_MD_CTX_free(c);
-        return berth_error_set(err, BERTH_E_INTERNAL, "cannot finish SHA-256 of ref %s", ing->ref);
-    }
-    EVP_MD_CTX_free(c);
+    unsigned char md[BERTH_SHA256_LEN];
+    berth_sha256_t c = ing->md; /* a copy: the ingest stays resumable */
+    berth_sha256_final(&c, md);
     char hex[65];
     hex_encode(md, 32, hex);
     snprintf(out->digest, sizeof(out->digest), "sha256:%s", hex);

@@ -16,6 +16,7 @@
 #include <sys/wait.h>
 #include <time.h>
 
+#include "berth/failpoint.h"
 #include "berth/log.h"
 #include "internal.h"
 
@@ -323,6 +324,50 @@ bad:
                            s);
 }
 
+static int str_cmp(const msgpack_object *x, const msgpack_object *y)
+{
+    uint32_t n = x->via.str.size < y->via.str.size ? x->via.str.size : y->via.str.size;
+    int c = memcmp(x->via.str.ptr, y->via.str.ptr, n);
+    if (c)
+        return c;
+    return x->via.str.size < y->via.str.size ? -1 : x->via.str.size > y->via.str.size;
+}
+
+static int key_cmp(const void *a, const void *b)
+{
+    return str_cmp(*(const msgpack_object *const *)a, *(const msgpack_object *const *)b);
+}
+
+/* Sets *dup to a key that appears more than once in `labels` (a map whose
+ * keys are all strings), or NULL. Every key is compared: a few pairwise, many
+ * (up to 64 KiB of one-byte labels) sorted, so the check stays O(n log n). */
+static int labels_duplicate(const msgpack_object *labels, const msgpack_object **dup,
+                            berth_error_t **err)
+{
+    uint32_t n = labels->via.map.size;
+    *dup = NULL;
+    if (n <= 32) {
+        for (uint32_t i = 1; i < n; i++)
+            for (uint32_t j = 0; j < i; j++)
+                if (str_cmp(&labels->via.map.ptr[i].key, &labels->via.map.ptr[j].key) == 0) {
+                    *dup = &labels->via.map.ptr[i].key;
+                    return 0;
+                }
+        return 0;
+    }
+    const msgpack_object **keys = malloc(n * sizeof(*keys));
+    if (!keys)
+        return berth_error_set(err, BERTH_E_RESOURCE_EXHAUSTED, "out of memory");
+    for (uint32_t i = 0; i < n; i++)
+        keys[i] = &labels->via.map.ptr[i].key;
+    qsort(keys, n, sizeof(*keys), key_cmp);
+    for (uint32_t i = 1; i < n && !*dup; i++)
+        if (key_cmp(&keys[i - 1], &keys[i]) == 0)
+            *dup = keys[i];
+    free(keys);
+    return 0;
+}
+
 int meta_validate_labels(const msgpack_object *labels, berth_error_t **err)
 {
     if (!labels || labels->type == MSGPACK_OBJECT_NIL)
@@ -349,22 +394,19 @@ int meta_validate_labels(const msgpack_object *labels, berth_error_t **err)
                 "label %.*s is too long: key and value hold %zu bytes, at most %d",
                 (int)(k->via.str.size > 100 ? 100 : k->via.str.size), k->via.str.ptr, l,
                 META_LABEL_MAX);
-        for (uint32_t j = 0; j < i; j++) {
-            const msgpack_object *k2 = &labels->via.map.ptr[j].key;
-            if (k2->via.str.size == k->via.str.size &&
-                memcmp(k2->via.str.ptr, k->via.str.ptr, k->via.str.size) == 0)
-                return berth_error_set(err, BERTH_E_INVALID_ARGUMENT, "label %.*s appears twice",
-                                       (int)(k->via.str.size > 100 ? 100 : k->via.str.size),
-                                       k->via.str.ptr);
-            if (j > 64 && labels->via.map.size > 512)
-                break; /* quadratic check bounded; the size cap keeps it small anyway */
-        }
         total += l;
     }
     if (total > META_LABELS_TOTAL)
         return berth_error_set(err, BERTH_E_INVALID_ARGUMENT,
                                "labels hold %zu bytes in total, at most %d", total,
                                META_LABELS_TOTAL);
+    const msgpack_object *dup = NULL;
+    if (labels_duplicate(labels, &dup, err) < 0)
+        return -1;
+    if (dup)
+        return berth_error_set(err, BERTH_E_INVALID_ARGUMENT, "label %.*s appears twice",
+                               (int)(dup->via.str.size > 100 ? 100 : dup->via.str.size),
+                               dup->via.str.ptr);
     return 0;
 }
 
@@ -406,7 +448,13 @@ int meta_parse_rfc3339(const char *s, size_t len, int64_t *out)
         parse_digits(s + 11, 2, &h) || s[13] != ':' || parse_digits(s + 14, 2, &m) ||
         s[16] != ':' || parse_digits(s + 17, 2, &sec))
         return -1;
-    if (M < 1 || M > 12 || D < 1 || D > 31 || h > 23 || m > 59 || sec > 60)
+    /* Day of month per month and leap year (timegm would carry Feb 31 into
+     * March 3 without a word). */
+    static const int mdays[12] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    if (M < 1 || M > 12 || D < 1 || h > 23 || m > 59 || sec > 60)
+        return -1;
+    bool leap = (Y % 4 == 0 && Y % 100 != 0) || Y % 400 == 0;
+    if (D > mdays[M - 1] + (M == 2 && leap))
         return -1;
     size_t i = 19;
     int64_t frac = 0;
@@ -995,6 +1043,11 @@ unsigned meta_db_growths(meta_db_t *db)
     return db->growths;
 }
 
+void meta_db_arm_failpoints(meta_db_t *db)
+{
+    db->failpoints = true;
+}
+
 /* ---- transactions ------------------------------------------------------- */
 
 int meta_tx_read(meta_db_t *db, meta_tx_t *tx, berth_error_t **err)
@@ -1178,8 +1231,16 @@ int meta_db_write_batch(meta_db_t *db, meta_wop_t *const *ops, size_t n, uint64_
         int64_t now = berth_now_ns();
         for (size_t i = 0; i < n && rc == 0; i++)
             rc = run_op(db, txn, now, ops[i]);
+        /* Crash tests (docs/security.md): a kill here loses the whole
+         * batch, none of it acknowledged; `error` fails it like an I/O
+         * error at commit. */
+        if (rc == 0 && db->failpoints && berth_failpoint("metadata.txn.before_commit") < 0)
+            rc = EIO;
         if (rc == 0) {
             rc = mdb_txn_commit(txn);
+            /* A kill here keeps the batch, none of it acknowledged yet. */
+            if (rc == 0 && db->failpoints)
+                (void)berth_failpoint("metadata.txn.after_commit");
         } else {
             mdb_txn_abort(txn);
         }

@@ -59,6 +59,10 @@ void meta_db_close(meta_db_t *db);
 uint64_t meta_db_map_size(meta_db_t *db);
 /** Number of map growths since open (for tests and logs). */
 unsigned meta_db_growths(meta_db_t *db);
+/** Arms the failpoints metadata.txn.before_commit and .after_commit around
+ * the commit of every later write batch (main.c, once startup writes are
+ * done, so that a paused or crashing point never blocks the start itself). */
+void meta_db_arm_failpoints(meta_db_t *db);
 
 /* ---- events produced by mutations -------------------------------------- */
 

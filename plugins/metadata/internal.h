@@ -41,6 +41,7 @@ struct meta_db_s {
     pthread_mutex_t write_lock; /* one writer at a time */
     uint64_t map_size, max_map_size;
     unsigned growths;
+    bool failpoints; /* metadata.txn.* armed (requests only, not startup) */
 };
 
 /* Counters for gc (optional via tx->stat). */

@@ -2,7 +2,8 @@
 /* berth-metadata: LMDB records of every namespace (namespaces, content,
  * images, containers, leases, ingests, snapshots) and the gc mark & sweep.
  * main: config, opening the database, settling intents left by a crash,
- * registering the methods of handlers.c and handlers_snap.c. */
+ * the seccomp sandbox, registering the methods of handlers.c and
+ * handlers_snap.c. */
 #include <stdio.h>
 #include <string.h>
 
@@ -75,6 +76,36 @@ static int w_start(meta_tx_t *tx, void *a, berth_error_t **err)
     return 0;
 }
 
+/* The sandbox (docs/security.md, "Plugin sandboxes"). This process reads
+ * and writes its LMDB file and talks to the core over the fd it was given:
+ * after init it never runs a program, forks, mounts, traces, opens a socket
+ * or signals another process. The fork that reads every page of an existing
+ * database (db.c, walk_in_child) happens in meta_db_open, before this. Two
+ * stacked filters, because the kernel applies the strictest verdict of all:
+ * a denylist of what the SDK's base set allows but we never use, then the
+ * SDK's allowlist (its base set plus `extra`; anything else kills the
+ * process). The writer's libuv pool thread starts later and inherits both
+ * (and the SDK loads them with TSYNC anyway). */
+static int meta_sandbox(berth_plugin_t *p, berth_error_t **err)
+{
+    /* restart_syscall: the kernel's own resumption of an interrupted
+     * nanosleep/poll (after SIGSTOP/SIGCONT, e.g. a debugger or a test). */
+    static const char *const extra[] = {"restart_syscall", NULL};
+    static const char *const denied[] = {/* never needed: the list, kept explicit here */
+                                         "execve", "execveat", "mount", "umount2", "ptrace",
+                                         "process_vm_readv", "process_vm_writev", "pivot_root",
+                                         "chroot", "setns", "unshare", "fork", "vfork",
+                                         /* allowed by the SDK base set, not used after init */
+                                         "socket", "socketpair", "connect", "bind", "listen",
+                                         "accept", "accept4", "kill", "setsid", NULL};
+    /* Denylist first: loading a filter is itself a syscall (seccomp) that
+     * the allowlist does not grant, so the allowlist must come last. */
+    if (berth_plugin_sandbox(p, NULL, denied, err) < 0 ||
+        berth_plugin_sandbox(p, extra, NULL, err) < 0)
+        return berth_error_wrap(err, "metadata sandbox");
+    return 0;
+}
+
 static int meta_init(berth_plugin_t *p, berth_error_t **err)
 {
     meta_plugin_t *mp = &g_meta;
@@ -107,6 +138,10 @@ static int meta_init(berth_plugin_t *p, berth_error_t **err)
     for (size_t i = 0; i < n && i < 64; i++)
         meta_backend_remove(mp, ids[i], NULL, NULL);
     meta_strv_free(ids, n);
+    if (meta_sandbox(p, err) < 0)
+        return -1;
+    /* From here on writes serve requests: crash tests may stop them. */
+    meta_db_arm_failpoints(mp->db);
     berth_log(BERTH_LOG_INFO,
               "msg=\"metadata ready\" path=%s map_mb=%llu replays_pruned=%zu "
               "pending_snapshot_removals=%zu",

@@ -12,9 +12,12 @@
 #include <malloc.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/mount.h>
+#include <sys/ptrace.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "berth/failpoint.h"
 #include "berth/log.h"
 #include "impl.h"
 
@@ -125,7 +128,49 @@ static const xfer_archive_impl_t *archive_get(berth_req_t *r)
         if (im)                                                                                    \
             ((const __typeof__(*get(r)) *)im)->field(r, params);                                   \
     }
-FORWARD(fwd_pull, impl_get, pull)
+/* Test hook (BERTH_FAILPOINTS=transfer.sandbox_probe=error): `images pull
+ * sandbox-probe-SYSCALL` makes that forbidden syscall (execve, mount or
+ * ptrace) on the loop thread, so tests/e2e/sandbox.bats can prove that the
+ * seccomp filter kills this process with SIGSYS and that the core restarts
+ * it. The arguments are harmless: without a sandbox the call just fails and
+ * the request says so. images.pull is not idempotent, so the core does not
+ * re-send the fatal request to the restarted instance. */
+static bool sandbox_probe(berth_req_t *r, const msgpack_object *params)
+{
+    static const char prefix[] = "sandbox-probe-";
+    const msgpack_object *ref = berth_mp_get(params, "ref");
+    if (!ref || ref->type != MSGPACK_OBJECT_STR || ref->via.str.size < sizeof(prefix) - 1 ||
+        ref->via.str.size > 40 || memcmp(ref->via.str.ptr, prefix, sizeof(prefix) - 1) != 0 ||
+        berth_failpoint("transfer.sandbox_probe") == 0)
+        return false;
+    char what[40];
+    snprintf(what, sizeof(what), "%.*s", (int)(ref->via.str.size - (sizeof(prefix) - 1)),
+             ref->via.str.ptr + sizeof(prefix) - 1);
+    long rc = -1;
+    errno = EINVAL;
+    if (strcmp(what, "execve") == 0) {
+        char *const argv[] = {"/nonexistent/berth-sandbox-probe", NULL};
+        char *const envp[] = {NULL};
+        rc = execve(argv[0], argv, envp);
+    } else if (strcmp(what, "mount") == 0) {
+        rc = mount("none", "/nonexistent/berth-sandbox-probe", "tmpfs", 0, NULL);
+    } else if (strcmp(what, "ptrace") == 0) {
+        rc = ptrace(PTRACE_PEEKDATA, 0, NULL, NULL);
+    }
+    berth_req_failf(r, BERTH_E_FAILED_PRECONDITION,
+                    "sandbox probe %s was not stopped by the sandbox (rc=%ld: %s)", what, rc,
+                    strerror(errno));
+    return true;
+}
+
+static void fwd_pull(berth_req_t *r, const msgpack_object *params)
+{
+    if (sandbox_probe(r, params))
+        return;
+    const xfer_impl_t *im = impl_get(r);
+    if (im)
+        im->pull(r, params);
+}
 FORWARD(fwd_fetch, impl_get, fetch)
 FORWARD(fwd_push, impl_get, push)
 FORWARD(fwd_import, archive_get, import)
@@ -145,6 +190,36 @@ static const berth_method_t methods[] = {
 
 static const char *const requires[] = {"content", "metadata", NULL};
 
+/* The sandbox (docs/security.md, "Plugin sandboxes"). This process talks to
+ * registries (libcurl: sockets, DNS through glibc's resolver, TLS), to the
+ * core over the fd it was given, and reads its two libraries (dlopen'd on
+ * the first request: openat, mmap and mprotect are in the base set, so the
+ * lazy load that keeps an idle plugin small still works). It never runs a
+ * program, forks, mounts, traces, signals another process or starts a
+ * session. Two stacked filters, because the kernel applies the strictest
+ * verdict of all: a denylist, then the SDK's allowlist (its base set plus
+ * `extra`; anything else kills the process). Threads started later (the
+ * libuv pool, curl's resolver threads) inherit both. */
+static int xfer_sandbox(berth_plugin_t *p, berth_error_t **err)
+{
+    /* sendmmsg: glibc's resolver sends the A and AAAA queries in one call.
+     * restart_syscall: the kernel's own resumption of an interrupted
+     * nanosleep/poll (after SIGSTOP/SIGCONT, e.g. a debugger or a test). */
+    static const char *const extra[] = {"sendmmsg", "restart_syscall", NULL};
+    static const char *const denied[] = {/* never needed: the list, kept explicit here */
+                                         "execve", "execveat", "mount", "umount2", "ptrace",
+                                         "process_vm_readv", "process_vm_writev", "pivot_root",
+                                         "chroot", "setns", "unshare", "fork", "vfork",
+                                         /* allowed by the SDK base set, not used */
+                                         "kill", "setsid", NULL};
+    /* Denylist first: loading a filter is itself a syscall (seccomp) that
+     * the allowlist does not grant, so the allowlist must come last. */
+    if (berth_plugin_sandbox(p, NULL, denied, err) < 0 ||
+        berth_plugin_sandbox(p, extra, NULL, err) < 0)
+        return berth_error_wrap(err, "transfer sandbox");
+    return 0;
+}
+
 static int xfer_init(berth_plugin_t *p, berth_error_t **err)
 {
     g_plugin = p;
@@ -155,6 +230,8 @@ static int xfer_init(berth_plugin_t *p, berth_error_t **err)
         find_lib(XFER_ARCHIVE_FILE, g_archive_path, sizeof(g_archive_path), err) < 0)
         return -1;
     xfer_platform_host(&g_host);
+    if (xfer_sandbox(p, err) < 0)
+        return -1;
     char plat[100];
     berth_log(BERTH_LOG_INFO, "msg=\"transfer ready\" platform=%s max_concurrent_downloads=%u",
               xfer_platform_format(&g_host, plat, sizeof(plat)),

@@ -338,6 +338,27 @@ static void test_validation(void **state)
     assert_int_equal(meta_parse_rfc3339("2026-11-29T17:11:20.5+01:00", 27, &ts), 0);
     assert_int_equal(ts, 1795968680LL * 1000000000LL + 500000000LL);
     assert_int_equal(meta_parse_rfc3339("2026-11-29 junk", 15, &ts), -1);
+    /* Days that do not exist in their month are refused (timegm would carry
+     * them into the next month); Feb 29 only in leap years. */
+    static const struct {
+        const char *s;
+        int ok;
+    } days[] = {
+        {"2026-02-31T00:00:00Z", -1}, {"2026-02-30T00:00:00Z", -1}, {"2026-02-29T00:00:00Z", -1},
+        {"2026-02-28T23:59:59Z", 0},  {"2024-02-29T12:00:00Z", 0},  {"2024-02-30T12:00:00Z", -1},
+        {"2000-02-29T00:00:00Z", 0},  {"1900-02-29T00:00:00Z", -1}, {"2100-02-29T00:00:00Z", -1},
+        {"2026-04-31T00:00:00Z", -1}, {"2026-04-30T00:00:00Z", 0},  {"2026-06-31T00:00:00Z", -1},
+        {"2026-09-31T00:00:00Z", -1}, {"2026-11-31T00:00:00Z", -1}, {"2026-12-31T00:00:00Z", 0},
+        {"2026-01-31T00:00:00Z", 0},  {"2026-01-32T00:00:00Z", -1}, {"2026-01-00T00:00:00Z", -1},
+        {"2026-13-01T00:00:00Z", -1}, {"2026-00-01T00:00:00Z", -1},
+    };
+    for (size_t i = 0; i < sizeof(days) / sizeof(days[0]); i++) {
+        int rc = meta_parse_rfc3339(days[i].s, strlen(days[i].s), &ts);
+        if (rc != days[i].ok)
+            fail_msg("meta_parse_rfc3339(%s) = %d, want %d", days[i].s, rc, days[i].ok);
+    }
+    assert_int_equal(meta_parse_rfc3339("2024-02-29T00:00:00Z", 20, &ts), 0);
+    assert_int_equal(ts, 1709164800LL * 1000000000LL);
     char buf[32];
     meta_format_rfc3339(1795968680LL * 1000000000LL, buf);
     assert_str(buf, "2026-11-29T16:11:20Z");
@@ -377,6 +398,55 @@ static void test_label_limits(void **state)
            BERTH_E_INVALID_ARGUMENT, "empty");
     T_FAIL(twrite(t, f_ns_create, &(A){.name = "l6", .o1 = tlabels(t, 2, "a", "1", "a", "2")}),
            BERTH_E_INVALID_ARGUMENT, "twice");
+}
+
+/* Duplicate keys are found wherever they are, also in maps of more than 512
+ * labels (the check used to stop comparing after index 65 there). */
+static void test_label_duplicates_anywhere(void **state)
+{
+    tenv_t *t = *state;
+    static const struct {
+        int n, a, b; /* n labels; key b repeats key a (b < 0: no duplicate) */
+    } cases[] = {
+        {3, 0, 2},       {33, 31, 32},       {600, 3, 599}, {600, 70, 71}, {600, 100, 400},
+        {2000, 0, 1999}, {2000, 1500, 1998}, {600, 0, -1},  {2000, 0, -1}, {40, 0, -1},
+    };
+    for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
+        berth_mpbuf_t b;
+        berth_mpbuf_init(&b);
+        msgpack_pack_map(&b.pk, (uint32_t)cases[c].n);
+        for (int i = 0; i < cases[c].n; i++) {
+            char k[16];
+            snprintf(k, sizeof(k), "k%d", i == cases[c].b ? cases[c].a : i);
+            berth_mp_kv_str(&b.pk, k, "v");
+        }
+        berth_error_t *err = NULL;
+        int rc = meta_validate_labels(tobj(t, &b), &err);
+        berth_mpbuf_destroy(&b);
+        if (cases[c].b < 0) {
+            if (rc != 0)
+                fail_msg("case %zu: %s", c, err ? err->message : "?");
+        } else {
+            char want[32];
+            snprintf(want, sizeof(want), "label k%d appears twice", cases[c].a);
+            if (rc != -1 || !err || strcmp(err->message, want) != 0)
+                fail_msg("case %zu (%d labels, k%d twice): rc=%d err=%s", c, cases[c].n, cases[c].a,
+                         rc, err ? err->message : "(none)");
+        }
+        berth_error_free(&err);
+    }
+    /* Through a write: a 700-label namespace with one late duplicate. */
+    berth_mpbuf_t b;
+    berth_mpbuf_init(&b);
+    msgpack_pack_map(&b.pk, 700);
+    for (int i = 0; i < 700; i++) {
+        char k[16];
+        snprintf(k, sizeof(k), "key-%d", i == 650 ? 80 : i);
+        berth_mp_kv_str(&b.pk, k, "x");
+    }
+    T_FAIL(twrite(t, f_ns_create, &(A){.name = "ldup", .o1 = tobj(t, &b)}),
+           BERTH_E_INVALID_ARGUMENT, "key-80 appears twice");
+    berth_mpbuf_destroy(&b);
 }
 
 /* ---- namespaces -------------------------------------------------------------- */
@@ -811,6 +881,7 @@ int main(void)
         T(test_replay_returns_recorded_result),
         T(test_validation),
         T(test_label_limits),
+        T(test_label_duplicates_anywhere),
         T(test_namespaces),
         T(test_namespace_delete_lists_what_remains),
         T(test_content),

@@ -100,11 +100,29 @@ void core_supervisor_check_ready(core_t *c)
 {
     if (c->notified_ready || c->shutting_down)
         return;
-    for (core_plugin_t *pl = c->plugins; pl; pl = pl->next)
-        if (!pl->external && pl->status != CORE_PS_SKIP && !pl->ever_ready)
+    /* A `failed` plugin (crash loop, binary missing) does not hold readiness
+     * back: waiting for ready_timeout_ms would change nothing. */
+    bool any_failed = false;
+    for (core_plugin_t *pl = c->plugins; pl; pl = pl->next) {
+        if (pl->external || pl->status == CORE_PS_SKIP || pl->ever_ready)
+            continue;
+        if (pl->status != CORE_PS_FAILED)
             return;
+        any_failed = true;
+    }
     c->notified_ready = true;
     uv_timer_stop(&c->ready_timer);
+    if (any_failed) {
+        char *nr = core_supervisor_not_ready(c);
+        berth_log(BERTH_LOG_WARN, "msg=\"serving; some plugins failed\" not_ready=\"%s\"",
+                  nr ? nr : "");
+        char msg[1200];
+        snprintf(msg, sizeof(msg), "READY=1\nSTATUS=berthd ready; plugins failed: %s",
+                 nr ? nr : "none");
+        core_sd_notify(msg);
+        free(nr);
+        return;
+    }
     berth_log(BERTH_LOG_INFO, "msg=\"all plugins ready\" boot_id=%s", c->boot_id);
     core_sd_notify("READY=1\nSTATUS=berthd ready; all plugins ready");
 }
@@ -272,8 +290,15 @@ static void on_restart_timer(uv_timer_t *t)
     core_plugin_t *pl = t->data;
     if (pl->core->shutting_down || pl->inst)
         return;
-    if (pl->status == CORE_PS_FAILED)
+    if (pl->status == CORE_PS_FAILED) {
+        if (access(pl->path, X_OK) < 0) {
+            /* Still not installed: wait again, quietly (logged once). */
+            uv_timer_start(&pl->restart_timer, on_restart_timer, pl->core->cfg->failed_retry_ms,
+                           0);
+            return;
+        }
         berth_log(BERTH_LOG_INFO, "msg=\"retrying failed plugin\" plugin=%s", pl->id);
+    }
     spawn(pl);
 }
 
@@ -1336,13 +1361,19 @@ int core_supervisor_start(core_t *c, berth_error_t **err)
             continue;
         }
         if (access(pl->path, X_OK) < 0) {
-            pl->status = CORE_PS_SKIP;
-            berth_log(
-                BERTH_LOG_WARN,
-                "msg=\"plugin binary not found; plugin not started\" plugin=%s path=%s err=\"%s\"",
-                pl->id, pl->path, strerror(errno));
+            /* Enabled but not installed: `failed` (not `skip`, which means
+             * disabled), retried every failed_retry_ms and by `berth plugins
+             * restart ID`, so installing the binary brings it up. */
+            char why[600];
+            snprintf(why, sizeof(why), "binary not found: %s (%s)", pl->path, strerror(errno));
+            pl->status = CORE_PS_FAILED;
+            berth_log(BERTH_LOG_ERROR,
+                      "msg=\"plugin binary not found; plugin not started (install it, set "
+                      "plugin_dir or disable the plugin)\" plugin=%s path=%s err=\"%s\"",
+                      pl->id, pl->path, strerror(errno));
             free(pl->last_exit);
-            pl->last_exit = strdup("binary not found");
+            pl->last_exit = strdup(why);
+            uv_timer_start(&pl->restart_timer, on_restart_timer, cfg->failed_retry_ms, 0);
             continue;
         }
     }
@@ -1356,7 +1387,7 @@ int core_supervisor_start(core_t *c, berth_error_t **err)
         pl->status = CORE_PS_STARTING;
     }
     for (core_plugin_t *pl = c->plugins; pl; pl = pl->next)
-        if (!pl->external && pl->status != CORE_PS_SKIP)
+        if (!pl->external && pl->status != CORE_PS_SKIP && pl->status != CORE_PS_FAILED)
             spawn(pl);
     uv_timer_start(&c->ready_timer, on_ready_timeout, cfg->ready_timeout_ms, 0);
     core_supervisor_check_ready(c);

@@ -237,6 +237,29 @@ plugin_field() { # ID FIELD
     [[ $(plugin_field echo status) == ok ]]
 }
 
+@test "an enabled plugin whose binary is missing is failed (not skip); installing it and a restart bring it up" {
+    EXTRA_DIR=$(mktemp -d /tmp/berth-missing.XXXXXX)
+    export BERTH_WAIT_READY=0
+    export BERTH_CONFIG_EXTRA='{"failed_retry_ms": 60000}'
+    start_echo ", \"late\": {\"path\": \"$EXTRA_DIR/berth-late\", \"args\": [\"--id\", \"late\"]}"
+    # The others are ready and the daemon says so without waiting for the
+    # ready timeout: a missing binary will not appear by waiting.
+    berth_wait_for 10 bash -c "[[ \$($BERTH_RPCTOOL -a $BERTH_SOCK call info | jq -r .ready) == true ]]"
+    [[ $(plugin_field late status) == failed ]]
+    [[ $(plugin_field late last_exit) == "binary not found: $EXTRA_DIR/berth-late (No such file or directory)" ]]
+    grep -q 'msg="plugin binary not found; plugin not started (install it' "$BERTH_LOG"
+    run berth_rpc call info
+    [[ $(jq -r '.not_ready[]' <<<"$output") == late ]]
+    [[ $(plugin_field echo status) == ok ]]
+    # Install it; an operator's restart starts it at once.
+    cp "$PYECHO" "$EXTRA_DIR/berth-late"
+    run berth_rpc call plugins.restart '{"id": "late"}'
+    [ "$status" -eq 0 ]
+    [[ $(plugin_field late status) == ok ]]
+    run berth_rpc call info
+    [[ $(jq -r '.not_ready | length' <<<"$output") == 0 ]]
+}
+
 @test "malformed bytes get an error or a close; other clients are unaffected" {
     start_echo
     /usr/bin/python3 "$RAW" "$BERTH_SOCK" hold 4 >"$BERTH_TEST_DIR/hold.out" &

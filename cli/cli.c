@@ -517,6 +517,46 @@ bool cli_format_is_json(const char *fmt)
     cli_die("unknown --format %s: use table or json", fmt);
 }
 
+int cli_list_flags(const char *cmd, int argc, char **argv, bool *quiet, bool *json)
+{
+    static const struct option opts[] = {
+        {"quiet", no_argument, NULL, 'q'},
+        {"format", required_argument, NULL, 'f'},
+        {0},
+    };
+    const char *format = NULL;
+    int o;
+    optind = 0;
+    opterr = 0;
+    while ((o = getopt_long(argc, argv, quiet ? ":q" : ":", opts, NULL)) != -1) {
+        if (o == 'q' && quiet)
+            *quiet = true;
+        else if (o == 'f')
+            format = optarg;
+        else
+            cli_flag_error(cmd, o, argv);
+    }
+    *json = cli_format_is_json(format);
+    return optind;
+}
+
+int cli_switch_flag(const char *cmd, int argc, char **argv, const char *name, char shortopt,
+                    bool *on)
+{
+    const struct option opts[] = {{name, no_argument, NULL, 1}, {0}};
+    const char shortopts[] = {':', shortopt, '\0'};
+    int o;
+    optind = 0;
+    opterr = 0;
+    while ((o = getopt_long(argc, argv, shortopts, opts, NULL)) != -1) {
+        if (o == 1 || (shortopt && o == shortopt))
+            *on = true;
+        else
+            cli_flag_error(cmd, o, argv);
+    }
+    return optind;
+}
+
 /* --- human formats ----------------------------------------------------------- */
 
 static char *rot_buf(void)

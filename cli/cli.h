@@ -60,6 +60,15 @@ void cli_print_json(const msgpack_object *o, FILE *out);
 /** Output format chosen with --format (table|json); parsed by each command
  * with cli_parse_format() from its own argv. */
 bool cli_format_is_json(const char *fmt);
+/** Parses the flags every listing takes: -q/--quiet (when `quiet` is not
+ * NULL) and --format table|json; anything else is a usage error naming
+ * `cmd`. Returns the index of the first operand. */
+int cli_list_flags(const char *cmd, int argc, char **argv, bool *quiet, bool *json);
+/** Parses a command whose only flag is the switch --`name` (and -`shortopt`
+ * unless it is 0), setting *on; anything else is a usage error naming `cmd`.
+ * Returns the index of the first operand. */
+int cli_switch_flag(const char *cmd, int argc, char **argv, const char *name, char shortopt,
+                    bool *on);
 
 /** "1.0 MiB", "301B" style like ctr (progress.Bytes). Returns static buffer
  * rotated among 8 slots. */

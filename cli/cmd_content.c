@@ -29,35 +29,12 @@ static bool parse_u64_arg(const char *s, uint64_t *out)
 }
 
 /* Parses [-q] [--format F] for listing commands; returns optind. */
-static int parse_list_flags(const char *cmd, int argc, char **argv, bool *quiet, bool *json)
-{
-    static const struct option opts[] = {
-        {"quiet", no_argument, NULL, 'q'},
-        {"format", required_argument, NULL, 'f'},
-        {0},
-    };
-    const char *format = NULL;
-    int o;
-    optind = 0;
-    opterr = 0;
-    while ((o = getopt_long(argc, argv, quiet ? ":q" : ":", opts, NULL)) != -1) {
-        if (o == 'q' && quiet)
-            *quiet = true;
-        else if (o == 'f')
-            format = optarg;
-        else
-            cli_flag_error(cmd, o, argv);
-    }
-    *json = cli_format_is_json(format);
-    return optind;
-}
-
 /* ---- ls ------------------------------------------------------------------ */
 
 static int content_ls(int argc, char **argv)
 {
     bool quiet = false, json = false;
-    int first = parse_list_flags("content ls", argc, argv, &quiet, &json);
+    int first = cli_list_flags("content ls", argc, argv, &quiet, &json);
     int nf = argc - first;
     berth_mpbuf_t b;
     cli_params_begin(&b, nf ? 1 : 0);
@@ -388,7 +365,7 @@ static int content_ingest(int argc, char **argv)
 static int content_active(int argc, char **argv)
 {
     bool json = false;
-    int first = parse_list_flags("content active", argc, argv, NULL, &json);
+    int first = cli_list_flags("content active", argc, argv, NULL, &json);
     if (argc - first > 1)
         cli_die("`berth content active` takes at most one regular expression");
     const char *regex = argc - first == 1 ? argv[first] : NULL;
@@ -425,17 +402,8 @@ static int content_active(int argc, char **argv)
 
 static int content_rm(int argc, char **argv)
 {
-    static const struct option opts[] = {{"sync", no_argument, NULL, 's'}, {0}};
     bool sync = false;
-    int o;
-    optind = 0;
-    opterr = 0;
-    while ((o = getopt_long(argc, argv, ":", opts, NULL)) != -1) {
-        if (o == 's')
-            sync = true;
-        else
-            cli_flag_error("content rm", o, argv);
-    }
+    optind = cli_switch_flag("content rm", argc, argv, "sync", 0, &sync);
     if (optind >= argc)
         cli_die("`berth content rm` needs one or more digests (see `berth content ls -q`)");
     int rc = 0;

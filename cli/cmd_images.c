@@ -353,27 +353,6 @@ static int images_push(int argc, char **argv)
 
 /* ---- ls / check ----------------------------------------------------------- */
 
-static int list_flags(const char *cmd, int argc, char **argv, bool *quiet, bool *json)
-{
-    static const struct option opts[] = {
-        {"quiet", no_argument, NULL, 'q'},
-        {"format", required_argument, NULL, 'f'},
-        {0},
-    };
-    int o;
-    optind = 0;
-    opterr = 0;
-    while ((o = getopt_long(argc, argv, ":q", opts, NULL)) != -1) {
-        if (o == 'q')
-            *quiet = true;
-        else if (o == 'f')
-            *json = cli_format_is_json(optarg);
-        else
-            cli_flag_error(cmd, o, argv);
-    }
-    return optind;
-}
-
 static const msgpack_object *check_call(const char *name)
 {
     berth_mpbuf_t b;
@@ -409,7 +388,7 @@ static void join_platforms(const msgpack_object *img, char *buf, size_t n)
 static int images_ls(int argc, char **argv)
 {
     bool quiet = false, json = false;
-    list_flags("images ls", argc, argv, &quiet, &json);
+    cli_list_flags("images ls", argc, argv, &quiet, &json);
     if (quiet) {
         berth_mpbuf_t b;
         cli_params_begin(&b, 0);
@@ -449,7 +428,7 @@ static int images_ls(int argc, char **argv)
 static int images_check(int argc, char **argv)
 {
     bool quiet = false, json = false;
-    int first = list_flags("images check", argc, argv, &quiet, &json);
+    int first = cli_list_flags("images check", argc, argv, &quiet, &json);
     cli_table_t *t = NULL;
     msgpack_object all = {.type = MSGPACK_OBJECT_ARRAY};
     int n = argc - first;
@@ -496,17 +475,8 @@ static int images_check(int argc, char **argv)
 
 static int images_tag(int argc, char **argv)
 {
-    static const struct option opts[] = {{"force", no_argument, NULL, 'f'}, {0}};
     bool force = false;
-    int o;
-    optind = 0;
-    opterr = 0;
-    while ((o = getopt_long(argc, argv, ":f", opts, NULL)) != -1) {
-        if (o == 'f')
-            force = true;
-        else
-            cli_flag_error("images tag", o, argv);
-    }
+    optind = cli_switch_flag("images tag", argc, argv, "force", 'f', &force);
     if (argc - optind < 2)
         cli_die("usage: berth images tag SRC DST... [--force]");
     char *src = norm(argv[optind]);
@@ -559,17 +529,8 @@ static int images_tag(int argc, char **argv)
 
 static int images_rm(int argc, char **argv)
 {
-    static const struct option opts[] = {{"sync", no_argument, NULL, 's'}, {0}};
     bool sync = false;
-    int o;
-    optind = 0;
-    opterr = 0;
-    while ((o = getopt_long(argc, argv, ":", opts, NULL)) != -1) {
-        if (o == 's')
-            sync = true;
-        else
-            cli_flag_error("images rm", o, argv);
-    }
+    optind = cli_switch_flag("images rm", argc, argv, "sync", 0, &sync);
     if (optind >= argc)
         cli_die("usage: berth images rm REF... [--sync]");
     int rc = 0;
@@ -726,17 +687,8 @@ static int images_mount(int argc, char **argv)
 
 static int images_unmount(int argc, char **argv)
 {
-    static const struct option opts[] = {{"rm", no_argument, NULL, 'r'}, {0}};
     bool rm = false;
-    int o;
-    optind = 0;
-    opterr = 0;
-    while ((o = getopt_long(argc, argv, ":", opts, NULL)) != -1) {
-        if (o == 'r')
-            rm = true;
-        else
-            cli_flag_error("images unmount", o, argv);
-    }
+    optind = cli_switch_flag("images unmount", argc, argv, "rm", 0, &rm);
     if (argc - optind != 1)
         cli_die("usage: berth images unmount TARGET [--rm]");
     char target[PATH_MAX];

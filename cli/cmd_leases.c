@@ -48,24 +48,8 @@ static int lease_create(int argc, char **argv)
 
 static int lease_ls(int argc, char **argv)
 {
-    static const struct option opts[] = {
-        {"quiet", no_argument, NULL, 'q'},
-        {"format", required_argument, NULL, 'f'},
-        {0},
-    };
-    bool quiet = false;
-    const char *format = NULL;
-    int o;
-    optind = 0;
-    opterr = 0;
-    while ((o = getopt_long(argc, argv, ":q", opts, NULL)) != -1) {
-        if (o == 'q')
-            quiet = true;
-        else if (o == 'f')
-            format = optarg;
-        else
-            cli_flag_error("leases ls", o, argv);
-    }
+    bool quiet = false, json = false;
+    optind = cli_list_flags("leases ls", argc, argv, &quiet, &json);
     int nf = argc - optind;
     berth_mpbuf_t b;
     cli_params_begin(&b, nf ? 1 : 0);
@@ -81,7 +65,7 @@ static int lease_ls(int argc, char **argv)
     _cleanup_error_ berth_error_t *err = NULL;
     if (berth_mp_get_array(res, "leases", &list, &err) < 0 || !list)
         cli_die("berthd answered leases.list without a list");
-    if (cli_format_is_json(format)) {
+    if (json) {
         cli_print_json(list, stdout);
         return 0;
     }

@@ -41,24 +41,8 @@ static int ns_create(int argc, char **argv)
 
 static int ns_ls(int argc, char **argv)
 {
-    static const struct option opts[] = {
-        {"quiet", no_argument, NULL, 'q'},
-        {"format", required_argument, NULL, 'f'},
-        {0},
-    };
-    bool quiet = false;
-    const char *format = NULL;
-    int o;
-    optind = 0;
-    opterr = 0;
-    while ((o = getopt_long(argc, argv, ":q", opts, NULL)) != -1) {
-        if (o == 'q')
-            quiet = true;
-        else if (o == 'f')
-            format = optarg;
-        else
-            cli_flag_error("namespaces ls", o, argv);
-    }
+    bool quiet = false, json = false;
+    optind = cli_list_flags("namespaces ls", argc, argv, &quiet, &json);
     if (optind < argc)
         cli_die("`berth namespaces ls` takes no arguments (got \"%s\")", argv[optind]);
     berth_mpbuf_t b;
@@ -69,7 +53,7 @@ static int ns_ls(int argc, char **argv)
     _cleanup_error_ berth_error_t *err = NULL;
     if (berth_mp_get_array(res, "namespaces", &list, &err) < 0 || !list)
         cli_die("berthd answered namespaces.list without a list");
-    if (cli_format_is_json(format)) {
+    if (json) {
         cli_print_json(list, stdout);
         return 0;
     }

@@ -11,31 +11,10 @@
 
 static int plugins_ls(int argc, char **argv)
 {
-    static const struct option opts[] = {
-        {"quiet", no_argument, NULL, 'q'},
-        {"format", required_argument, NULL, 'f'},
-        {0},
-    };
-    bool quiet = false;
-    const char *format = NULL;
-    int o;
-    optind = 0;
-    opterr = 0;
-    while ((o = getopt_long(argc, argv, ":q", opts, NULL)) != -1) {
-        switch (o) {
-        case 'q':
-            quiet = true;
-            break;
-        case 'f':
-            format = optarg;
-            break;
-        default:
-            cli_flag_error("plugins ls", o, argv);
-        }
-    }
+    bool quiet = false, json = false;
+    optind = cli_list_flags("plugins ls", argc, argv, &quiet, &json);
     if (optind < argc)
         cli_die("`berth plugins ls` takes no arguments (got \"%s\")", argv[optind]);
-    bool json = cli_format_is_json(format);
 
     const msgpack_object *res = cli_call("plugins.list", NULL, NULL, NULL, NULL);
     const msgpack_object *list = NULL;

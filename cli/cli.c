@@ -4,6 +4,7 @@
  * durations, labels, and the subcommand dispatcher used by every group. */
 #include <errno.h>
 #include <getopt.h>
+#include <sys/random.h>
 #include <inttypes.h>
 #include <math.h>
 #include <signal.h>
@@ -117,11 +118,36 @@ berth_client_t *cli_client(void)
     return g_client;
 }
 
+/* Every request carries a fresh request_id (docs/protocol.md, "Replays"):
+ * where its owner deduplicates by it (methods registered `replay`), berthd
+ * re-sends a mutation that was in flight when the owner crashed, and the
+ * owner applies it once. Elsewhere it is ignored. */
+static void new_request_id(char out[33])
+{
+    static const char hex[] = "0123456789abcdef";
+    uint8_t r[16];
+    if (getrandom(r, sizeof(r), 0) != (ssize_t)sizeof(r)) {
+        /* No entropy: still unique enough within this process and boot. */
+        static unsigned seq;
+        uint64_t t = (uint64_t)berth_now_ns();
+        uint64_t v[2] = {t, ((uint64_t)getpid() << 32) | ++seq};
+        memcpy(r, v, sizeof(r));
+    }
+    for (int i = 0; i < 16; i++) {
+        out[2 * i] = hex[r[i] >> 4];
+        out[2 * i + 1] = hex[r[i] & 15];
+    }
+    out[32] = '\0';
+}
+
 void cli_params_begin(berth_mpbuf_t *b, uint32_t n)
 {
+    char rid[33];
+    new_request_id(rid);
     berth_mpbuf_init(b);
-    msgpack_pack_map(&b->pk, n + 1);
+    msgpack_pack_map(&b->pk, n + 2);
     berth_mp_kv_str(&b->pk, "namespace", cli_g.ns);
+    berth_mp_kv_str(&b->pk, "request_id", rid);
 }
 
 int cli_try_call(const char *method, berth_mpbuf_t *params, berth_client_stream_cb stream_cb,

@@ -29,7 +29,7 @@ typedef int (*cli_cmd_fn)(int argc, char **argv);
 berth_client_t *cli_client(void);
 
 /** Starts a params map with `n` fields of your own plus "namespace" (packed
- * first, from cli_g.ns). */
+ * first, from cli_g.ns) and a fresh "request_id". */
 void cli_params_begin(berth_mpbuf_t *b, uint32_t n);
 
 /** Calls a method; on error prints `berth: <message>` and exits 1. The

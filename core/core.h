@@ -162,6 +162,7 @@ struct core_route_s {
     uint64_t started_ms;
     bool explicit_deadline;
     bool retry_ok;  /* may be re-sent to a new instance before its stream started */
+    bool has_request_id; /* params carry a request_id (retry-safe where the method is `replay`) */
     bool resumable; /* re-sent to a new instance even after its stream started */
     bool stream_started;
     bool canceled;
@@ -185,7 +186,7 @@ typedef struct {
 struct core_method_s {
     char *name;
     core_plugin_t *plugin;
-    bool idempotent, internal, resumable;
+    bool idempotent, internal, resumable, replay;
     char **callers; /* NULL-terminated plugin ids allowed to call an internal method */
 };
 

@@ -555,10 +555,12 @@ static bool caller_allowed(const core_peer_t *p, const core_method_t *me)
     return false;
 }
 
-static void apply_method(core_route_t *r, const core_method_t *me, bool has_request_id)
+static void apply_method(core_route_t *r, const core_method_t *me)
 {
     r->plugin = me->plugin;
-    r->retry_ok = me->idempotent || has_request_id;
+    /* A request_id makes a re-send safe only where the owner deduplicates
+     * by it (registered `replay`); elsewhere it would apply twice. */
+    r->retry_ok = me->idempotent || (r->has_request_id && me->replay);
     r->resumable = me->resumable;
     /* The default deadline covers the unary phase only: long-lived streams
      * (resumable) have none unless the caller asked for one. */
@@ -672,12 +674,12 @@ static void forward_request(core_peer_t *p, const ipc_msg_t *m)
     } else {
         r->deadline = r->started_ms + c->cfg->request_timeout_ms;
     }
-    bool rid = has_request_id(m->params);
+    r->has_request_id = has_request_id(m->params);
     if (me) {
-        apply_method(r, me, rid);
+        apply_method(r, me);
     } else {
         r->plugin = ext; /* NULL: unresolved until a plugin registers it */
-        r->retry_ok = rid;
+        r->retry_ok = false; /* decided by apply_method once the method is known */
     }
     heap_push(c, r);
     if (!r->plugin) {
@@ -707,7 +709,7 @@ void core_router_drain_queue(core_plugin_t *pl)
             continue;
         }
         bool keep_retry = r->retry_ok;
-        apply_method(r, me, false);
+        apply_method(r, me);
         r->retry_ok = r->retry_ok || keep_retry;
         route_send(r, pl->inst->peer);
     }
@@ -746,8 +748,7 @@ void core_router_resolve_pending(core_t *c)
                 route_fail(r, BERTH_E_PERMISSION_DENIED, "method %s is internal to plugin %s",
                            r->method, me->plugin->id);
             } else {
-                bool keep = r->retry_ok;
-                apply_method(r, me, keep);
+                apply_method(r, me);
                 route_dispatch(r, false);
             }
         } else if ((r->plugin = external_for(c, r->method))) {

@@ -805,7 +805,8 @@ static int parse_methods(core_t *c, core_plugin_t *pl, const msgpack_object *arr
             berth_error_t *err = NULL;
             if (berth_mp_get_bool(e, "idempotent", &m->idempotent, &err) < 0 ||
                 berth_mp_get_bool(e, "internal", &m->internal, &err) < 0 ||
-                berth_mp_get_bool(e, "resumable", &m->resumable, &err) < 0) {
+                berth_mp_get_bool(e, "resumable", &m->resumable, &err) < 0 ||
+                berth_mp_get_bool(e, "replay", &m->replay, &err) < 0) {
                 snprintf(msg, msglen, "method %s: %s", m->name, err->message);
                 berth_error_free(&err);
                 goto fail;

@@ -911,9 +911,10 @@ static int send_register(berth_plugin_t *p)
     msgpack_pack_array(&b.pk, d->n_methods);
     for (size_t i = 0; i < d->n_methods; i++) {
         const berth_method_t *m = &d->methods[i];
-        msgpack_pack_map(&b.pk, 5);
+        msgpack_pack_map(&b.pk, 6);
         berth_mp_kv_str(&b.pk, "name", m->name);
         berth_mp_kv_bool(&b.pk, "idempotent", m->flags & BERTH_METHOD_IDEMPOTENT);
+        berth_mp_kv_bool(&b.pk, "replay", m->flags & BERTH_METHOD_REPLAY);
         berth_mp_kv_bool(&b.pk, "internal", m->flags & BERTH_METHOD_INTERNAL);
         berth_mp_kv_bool(&b.pk, "resumable", m->flags & BERTH_METHOD_RESUMABLE);
         berth_mp_pack_str(&b.pk, "callers");

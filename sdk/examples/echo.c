@@ -13,10 +13,23 @@
  *   echo.internal {} → {}   internal: callable by plugin "echo" only
  *   echo.watch   {} → streams one chunk {pid} then stays open until
  *                canceled; resumable (re-sent to a replacement instance)
+ *   echo.record  {key, delay_ms?, after_ms?} → {records, replayed}
+ *                a mutation with replay: stores one record per request in
+ *                <root>/records, named by its request_id when it has one, so
+ *                a repeat of that request_id answers from the record instead
+ *                of adding a second one. delay_ms waits before the change,
+ *                after_ms after it (before the answer): tests kill the plugin
+ *                in either window and see the core re-send the request.
  * Flags: --crash-at-start (exit 1 before connecting; for crash-loop tests). */
+#include <ctype.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "berth/plugin.h"
@@ -418,6 +431,166 @@ static void handle_watch(berth_req_t *r, const msgpack_object *params)
     berth_req_stream_end_chunk(r);
 }
 
+/* ---- echo.record: a replayable mutation ------------------------------------ */
+
+typedef struct {
+    berth_req_t *req;
+    uv_timer_t timer;
+    uv_work_t work;
+    char key[65];
+    char name[80]; /* file name of the record */
+    uint64_t delay_ms, after_ms;
+    bool applied;
+    uint64_t records; /* result */
+    bool replayed;
+    int err; /* errno of the change, 0 on success */
+} record_t;
+
+static char g_records_dir[4096];
+
+static bool valid_token(const char *s, size_t max)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > max)
+        return false;
+    for (; *s; s++)
+        if (!isalnum((unsigned char)*s) && *s != '-' && *s != '_')
+            return false;
+    return true;
+}
+
+static uint64_t count_records(void)
+{
+    uint64_t n = 0;
+    DIR *d = opendir(g_records_dir);
+    if (!d)
+        return 0;
+    for (struct dirent *e; (e = readdir(d));)
+        if (e->d_name[0] != '.' && strncmp(e->d_name, "tmp-", 4) != 0)
+            n++;
+    closedir(d);
+    return n;
+}
+
+/* Pool thread: the record and its request_id are one file, made by rename,
+ * so the change and the replay record can never be apart. */
+static void record_work(uv_work_t *w)
+{
+    record_t *rc = w->data;
+    char path[4200], tmp[4200];
+    snprintf(path, sizeof(path), "%s/%s", g_records_dir, rc->name);
+    if (access(path, F_OK) == 0) {
+        rc->replayed = true;
+        rc->records = count_records();
+        return;
+    }
+    snprintf(tmp, sizeof(tmp), "%s/tmp-%s", g_records_dir, rc->name);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0 || write(fd, rc->key, strlen(rc->key)) < 0 || fsync(fd) < 0 ||
+        rename(tmp, path) < 0) {
+        rc->err = errno;
+        if (fd >= 0)
+            close(fd);
+        unlink(tmp);
+        return;
+    }
+    close(fd);
+    rc->records = count_records();
+}
+
+static void record_closed(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+static void record_reply(record_t *rc)
+{
+    berth_req_t *r = rc->req;
+    if (rc->err) {
+        berth_req_failf(r, BERTH_E_INTERNAL, "store record in %s: %s", g_records_dir,
+                        strerror(rc->err));
+    } else {
+        msgpack_packer *pk = berth_req_reply_begin(r);
+        msgpack_pack_map(pk, 2);
+        berth_mp_kv_u64(pk, "records", rc->records);
+        berth_mp_kv_bool(pk, "replayed", rc->replayed);
+        berth_req_reply_end(r);
+    }
+    uv_close((uv_handle_t *)&rc->timer, record_closed);
+}
+
+static void record_timer(uv_timer_t *t);
+
+static void record_done(uv_work_t *w, int status)
+{
+    record_t *rc = w->data;
+    rc->applied = true;
+    if (status < 0)
+        rc->err = ECANCELED;
+    if (rc->after_ms && !rc->err) {
+        berth_log(BERTH_LOG_INFO, "msg=\"record stored; waiting before the answer\" name=%s",
+                  rc->name);
+        uv_timer_start(&rc->timer, record_timer, rc->after_ms, 0);
+        return;
+    }
+    record_reply(rc);
+}
+
+static void record_timer(uv_timer_t *t)
+{
+    record_t *rc = t->data;
+    if (rc->applied) {
+        record_reply(rc);
+        return;
+    }
+    uv_queue_work(t->loop, &rc->work, record_work, record_done);
+}
+
+static void handle_record(berth_req_t *r, const msgpack_object *params)
+{
+    berth_error_t *err = NULL;
+    _cleanup_free_ char *key = NULL;
+    record_t *rc = calloc(1, sizeof(*rc));
+    if (!rc) {
+        berth_req_failf(r, BERTH_E_RESOURCE_EXHAUSTED, "out of memory");
+        return;
+    }
+    if (berth_mp_get_strdup(params, "key", &key, &err) < 0 ||
+        berth_mp_get_u64(params, "delay_ms", &rc->delay_ms, &err) < 0 ||
+        berth_mp_get_u64(params, "after_ms", &rc->after_ms, &err) < 0) {
+        free(rc);
+        berth_req_fail(r, &err);
+        return;
+    }
+    if (!key || !valid_token(key, 64)) {
+        free(rc);
+        berth_req_failf(r, BERTH_E_INVALID_ARGUMENT,
+                        "key is required: 1-64 characters of a-z, A-Z, 0-9, - and _");
+        return;
+    }
+    snprintf(rc->key, sizeof(rc->key), "%s", key);
+    const char *rid = berth_req_request_id(r);
+    if (rid && *rid) {
+        if (!valid_token(rid, 64)) {
+            free(rc);
+            berth_req_failf(r, BERTH_E_INVALID_ARGUMENT,
+                            "request_id must be 1-64 characters of a-z, A-Z, 0-9, - and _");
+            return;
+        }
+        snprintf(rc->name, sizeof(rc->name), "rid-%s", rid);
+    } else {
+        /* No request_id: every request is a new record. */
+        static unsigned seq;
+        snprintf(rc->name, sizeof(rc->name), "pid%d-%u-%llu", (int)getpid(), ++seq,
+                 (unsigned long long)berth_mono_ms());
+    }
+    rc->req = r;
+    rc->work.data = rc;
+    uv_timer_init(berth_plugin_loop(berth_req_plugin(r)), &rc->timer);
+    rc->timer.data = rc;
+    uv_timer_start(&rc->timer, record_timer, rc->delay_ms, 0);
+}
+
 static const berth_method_t methods[] = {
     {"echo.echo", handle_echo, BERTH_METHOD_IDEMPOTENT, NULL},
     {"echo.pid", handle_pid, BERTH_METHOD_IDEMPOTENT, NULL},
@@ -430,6 +603,7 @@ static const berth_method_t methods[] = {
     {"echo.freeze", handle_freeze, 0, NULL},
     {"echo.internal", handle_internal, BERTH_METHOD_INTERNAL, "echo"},
     {"echo.watch", handle_watch, BERTH_METHOD_RESUMABLE, NULL},
+    {"echo.record", handle_record, BERTH_METHOD_REPLAY, NULL},
 };
 
 static int echo_init(berth_plugin_t *p, berth_error_t **err)
@@ -440,6 +614,9 @@ static int echo_init(berth_plugin_t *p, berth_error_t **err)
         return -1;
     if (fail)
         return berth_error_set(err, BERTH_E_FAILED_PRECONDITION, "fail_init is set in the config");
+    snprintf(g_records_dir, sizeof(g_records_dir), "%s/records", berth_plugin_root(p));
+    if (mkdir(g_records_dir, 0700) < 0 && errno != EEXIST)
+        return berth_error_errno(err, errno, "create %s", g_records_dir);
     berth_log(BERTH_LOG_INFO, "msg=\"echo plugin initialised\"");
     return 0;
 }

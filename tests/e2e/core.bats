@@ -172,6 +172,55 @@ plugin_field() { # ID FIELD
     berth_wait_for 5 berth_rpc call echo.pid
 }
 
+@test "a replay mutation with a request_id is re-sent after its plugin dies and applied once" {
+    start_echo
+    out=$BERTH_TEST_DIR/rec.out
+    # Killed before the change: the restarted instance applies it.
+    berth_rpc call echo.record '{"key": "a", "request_id": "r-1", "delay_ms": 1500}' >"$out" 2>&1 &
+    BG_PID=$!
+    sleep 0.3
+    kill -9 "$(berth_plugin_pid echo)"
+    wait "$BG_PID"
+    BG_PID=
+    [[ $(jq -r .records "$out") == 1 && $(jq -r .replayed "$out") == false ]]
+    # Killed after the change, before the answer: the restarted instance
+    # answers from the record; nothing is applied twice.
+    berth_rpc call echo.record '{"key": "b", "request_id": "r-2", "after_ms": 5000}' >"$out" 2>&1 &
+    BG_PID=$!
+    berth_wait_for 5 grep -q 'record stored; waiting before the answer" name=rid-r-2' "$BERTH_LOG"
+    kill -9 "$(berth_plugin_pid echo)"
+    wait "$BG_PID"
+    BG_PID=
+    [[ $(jq -r .records "$out") == 2 && $(jq -r .replayed "$out") == true ]]
+    [[ $(plugin_field echo restarts) == 2 ]]
+    # The same request_id again later: the recorded answer, still 2 records.
+    run berth_rpc call echo.record '{"key": "b", "request_id": "r-2"}'
+    [[ $(jq -r .records <<<"$output") == 2 && $(jq -r .replayed <<<"$output") == true ]]
+    # Without a request_id the core cannot know: unavailable, as for any
+    # non-idempotent request.
+    berth_rpc call echo.record '{"key": "c", "delay_ms": 1500}' >"$out" 2>&1 &
+    BG_PID=$!
+    sleep 0.3
+    kill -9 "$(berth_plugin_pid echo)"
+    rc=0
+    wait "$BG_PID" || rc=$?
+    BG_PID=
+    [ "$rc" -eq 1 ]
+    grep -q "unavailable: plugin echo restarted while handling echo.record" "$out"
+    # A request_id on a method that does not deduplicate (not `replay`) is
+    # not a licence to re-send it.
+    berth_wait_for 5 berth_rpc call echo.pid
+    berth_rpc call echo.sleep '{"ms": 20000, "request_id": "s-1"}' >"$out" 2>&1 &
+    BG_PID=$!
+    sleep 0.3
+    kill -9 "$(berth_plugin_pid echo)"
+    rc=0
+    wait "$BG_PID" || rc=$?
+    BG_PID=
+    [ "$rc" -eq 1 ]
+    grep -q "unavailable: plugin echo restarted while handling echo.sleep" "$out"
+}
+
 @test "plugins replace under load: zero failures, the new pid serves, the old one is gone" {
     start_echo
     old=$(berth_plugin_pid echo)

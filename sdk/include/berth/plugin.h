@@ -31,6 +31,12 @@ enum {
     BERTH_METHOD_INTERNAL = 1u << 1,
     /** A long-lived stream the core re-sends to a replacement instance. */
     BERTH_METHOD_RESUMABLE = 1u << 2,
+    /** A mutation whose owner stores request_id → result together with the
+     * change and answers a repeat from that record (berth_req_request_id()):
+     * the core re-sends such a request to a restarted instance when it
+     * carries a `request_id`. Never set it on a method that does not
+     * deduplicate: a re-send would apply the change twice. */
+    BERTH_METHOD_REPLAY = 1u << 3,
 };
 
 /** Handles one request. `params` is borrowed until the request is answered

@@ -783,15 +783,22 @@ static void h_gc_orphans(berth_req_t *req, const msgpack_object *params)
 
 /* ---- method table --------------------------------------------------------------- */
 
+/* Mutations are `replay`: every write job records request_id → result in
+ * its transaction (meta_job_write), so the core may re-send them after a
+ * crash. gc's two calls are not (a repeat must see the current state). */
 #define PUB(n, cb)                                                                                 \
     {                                                                                              \
-        n, cb, 0, NULL                                                                             \
+        n, cb, BERTH_METHOD_REPLAY, NULL                                                           \
     }
 #define PUB_IDEM(n, cb)                                                                            \
     {                                                                                              \
         n, cb, BERTH_METHOD_IDEMPOTENT, NULL                                                       \
     }
 #define INT(n, cb, callers)                                                                        \
+    {                                                                                              \
+        n, cb, BERTH_METHOD_INTERNAL | BERTH_METHOD_REPLAY, callers                                \
+    }
+#define INT_NO_REPLAY(n, cb, callers)                                                              \
     {                                                                                              \
         n, cb, BERTH_METHOD_INTERNAL, callers                                                      \
     }
@@ -834,8 +841,8 @@ const berth_method_t meta_methods[] = {
     INT_IDEM("meta.lease_check", h_lease_check, "content"),
     INT("meta.containers_create", h_ctr_create, "runtime-runc"),
     INT("meta.containers_delete", h_ctr_delete, "runtime-runc"),
-    INT("meta.gc_collect", h_gc_collect, "gc"),
+    INT_NO_REPLAY("meta.gc_collect", h_gc_collect, "gc"),
     INT_IDEM("meta.gc_done", h_gc_done, "gc"),
-    INT("meta.gc_orphans", h_gc_orphans, "gc"),
+    INT_NO_REPLAY("meta.gc_orphans", h_gc_orphans, "gc"),
 };
 const size_t meta_n_methods = BERTH_ARRAY_SIZE(meta_methods);

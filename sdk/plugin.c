@@ -3,11 +3,13 @@
  * outgoing calls, streams with flow control, events. One loop thread. */
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -375,6 +377,32 @@ static uint32_t next_id(berth_plugin_t *p)
     return p->next_msgid;
 }
 
+/* A request_id for a call to another plugin: a random prefix drawn once per
+ * process (a restarted instance must never repeat an id its predecessor
+ * used) and a counter. */
+static void call_request_id(char out[41])
+{
+    static char prefix[25];
+    static uint64_t seq;
+    if (!prefix[0]) {
+        uint8_t r[12];
+        if (getrandom(r, sizeof(r), 0) != (ssize_t)sizeof(r)) {
+            uint64_t v[2] = {(uint64_t)berth_now_ns(), (uint64_t)getpid()};
+            memcpy(r, v, sizeof(r));
+        }
+        for (int i = 0; i < 12; i++)
+            snprintf(prefix + 2 * i, 3, "%02x", r[i]);
+    }
+    snprintf(out, 41, "%s-%" PRIx64, prefix, ++seq);
+}
+
+/* The core's own methods take no request_id. */
+static bool is_core_method(const char *m)
+{
+    return strncmp(m, "plugin.", 7) == 0 || strncmp(m, "plugins.", 8) == 0 ||
+           strncmp(m, "events.", 7) == 0 || strcmp(m, "version") == 0 || strcmp(m, "info") == 0;
+}
+
 berth_call_t *berth_call(berth_plugin_t *p, const char *method, const void *params,
                          size_t params_len, uint32_t timeout_ms, berth_call_cb cb,
                          berth_call_stream_cb stream_cb, void *data, berth_error_t **err)
@@ -396,11 +424,19 @@ berth_call_t *berth_call(berth_plugin_t *p, const char *method, const void *para
     berth_mpbuf_t b;
     berth_mpbuf_init(&b);
     ipc_pack_request_head(&b.pk, c->msgid, method);
+    /* Every call to another plugin carries a request_id (docs/protocol.md,
+     * "Replays"): if the callee crashes while serving a mutation that it
+     * deduplicates (`replay`), the core re-sends it and it applies once. */
+    char rid[41] = "";
+    if (!is_core_method(method))
+        call_request_id(rid);
     if (!params || params_len == 0) {
-        msgpack_pack_map(&b.pk, timeout_ms ? 1 : 0);
+        msgpack_pack_map(&b.pk, (timeout_ms ? 1 : 0) + (rid[0] ? 1 : 0));
         if (timeout_ms)
             berth_mp_kv_u64(&b.pk, "timeout_ms", timeout_ms);
-    } else if (timeout_ms) {
+        if (rid[0])
+            berth_mp_kv_str(&b.pk, "request_id", rid);
+    } else if (timeout_ms || rid[0]) {
         msgpack_zone *z = NULL;
         msgpack_object o;
         if (berth_mp_unpack(params, params_len, NULL, &z, &o, err) < 0 ||
@@ -412,12 +448,17 @@ berth_call_t *berth_call(berth_plugin_t *p, const char *method, const void *para
             berth_error_set(err, BERTH_E_INVALID_ARGUMENT, "call %s: params must be a map", method);
             return NULL;
         }
-        msgpack_pack_map(&b.pk, o.via.map.size + 1);
+        if (berth_mp_get(&o, "request_id"))
+            rid[0] = '\0'; /* the caller chose one */
+        msgpack_pack_map(&b.pk, o.via.map.size + (timeout_ms ? 1 : 0) + (rid[0] ? 1 : 0));
         for (uint32_t i = 0; i < o.via.map.size; i++) {
             msgpack_pack_object(&b.pk, o.via.map.ptr[i].key);
             msgpack_pack_object(&b.pk, o.via.map.ptr[i].val);
         }
-        berth_mp_kv_u64(&b.pk, "timeout_ms", timeout_ms);
+        if (timeout_ms)
+            berth_mp_kv_u64(&b.pk, "timeout_ms", timeout_ms);
+        if (rid[0])
+            berth_mp_kv_str(&b.pk, "request_id", rid);
         msgpack_zone_free(z);
     } else {
         msgpack_sbuffer_write(&b.buf, params, params_len);

@@ -20,6 +20,12 @@
 
 #define READ_CHUNK (1u << 20) /* protocol limit for a bin chunk */
 #define BATCH_MAX 4           /* chunks per write batch: half the window */
+/* Bytes all reads together may have read ahead but not yet handed to the
+ * connection. Each stream's credit bounds it alone; this bounds the sum, so
+ * that 100 concurrent reads can neither push the connection to the core past
+ * its limit (the SDK's high-water mark is checked when a batch is planned,
+ * not when it lands) nor hold 4 MiB of buffers each. */
+#define READ_AHEAD_BUDGET (32u << 20)
 
 static content_plugin_t *plugin_of(berth_req_t *r)
 {
@@ -499,11 +505,15 @@ typedef struct {
     size_t len;
 } rchunk_t;
 
-typedef struct {
+typedef struct rctx_s {
     berth_req_t *req;
     content_plugin_t *cp;
     char *ns, *digest;
     uint64_t offset, size; /* requested */
+    /* waiting for read-ahead budget (g_read_waiters) */
+    struct rctx_s *wnext, *wprev;
+    bool waiting;
+    uint64_t reserved; /* budget held by the running batch */
     int fd;
     uint64_t pos, end; /* next byte to read, end of range */
     uint64_t sent;
@@ -518,8 +528,43 @@ typedef struct {
     meta_call_t meta;
 } rctx_t;
 
+/* Read-ahead budget shared by all reads of this process (loop thread). */
+static uint64_t g_read_reserved;
+static rctx_t *g_read_waiters, *g_read_waiters_tail;
+
+static void waiter_unlink(rctx_t *c)
+{
+    if (!c->waiting)
+        return;
+    if (c->wprev)
+        c->wprev->wnext = c->wnext;
+    else
+        g_read_waiters = c->wnext;
+    if (c->wnext)
+        c->wnext->wprev = c->wprev;
+    else
+        g_read_waiters_tail = c->wprev;
+    c->wnext = c->wprev = NULL;
+    c->waiting = false;
+}
+
+static void waiter_push(rctx_t *c)
+{
+    if (c->waiting)
+        return;
+    c->waiting = true;
+    c->wnext = NULL;
+    c->wprev = g_read_waiters_tail;
+    if (g_read_waiters_tail)
+        g_read_waiters_tail->wnext = c;
+    else
+        g_read_waiters = c;
+    g_read_waiters_tail = c;
+}
+
 static void rctx_free(rctx_t *c)
 {
+    waiter_unlink(c);
     if (c->fd >= 0)
         close(c->fd);
     for (unsigned i = 0; i < BATCH_MAX; i++)
@@ -601,6 +646,18 @@ static void read_work(uv_work_t *w)
 
 static void read_pump(rctx_t *c);
 
+/* Returns the batch's budget and lets waiting reads go on, oldest first. */
+static void read_release(rctx_t *c)
+{
+    g_read_reserved -= c->reserved;
+    c->reserved = 0;
+    while (g_read_waiters && g_read_reserved + READ_CHUNK <= READ_AHEAD_BUDGET) {
+        rctx_t *w = g_read_waiters;
+        waiter_unlink(w);
+        read_pump(w);
+    }
+}
+
 static void read_after(uv_work_t *w, int status)
 {
     rctx_t *c = w->data;
@@ -608,14 +665,19 @@ static void read_after(uv_work_t *w, int status)
     if (status == UV_ECANCELED && !c->err)
         berth_error_set(&c->err, BERTH_E_CANCELED, "read of %s cancelled", c->digest);
     if (c->err || berth_req_canceled(c->req)) {
+        read_release(c);
         read_finish(c);
         return;
     }
     for (unsigned i = 0; i < c->nchunks; i++) {
         berth_req_stream_send_bin(c->req, c->chunks[i].buf, c->chunks[i].len);
         c->sent += c->chunks[i].len;
+        /* the connection has its copy: give the memory back */
+        free(c->chunks[i].buf);
+        c->chunks[i].buf = NULL;
     }
     c->nchunks = 0;
+    read_release(c);
     read_pump(c);
 }
 
@@ -633,13 +695,24 @@ static void read_pump(rctx_t *c)
             return; /* the writable callback brings us back */
         uint64_t left_chunks = (c->end - c->pos + READ_CHUNK - 1) / READ_CHUNK;
         unsigned n = credit < BATCH_MAX ? credit : BATCH_MAX;
+        uint64_t budget = (READ_AHEAD_BUDGET - g_read_reserved) / READ_CHUNK;
+        if (budget == 0) {
+            waiter_push(c); /* read_release brings us back */
+            return;
+        }
+        waiter_unlink(c);
+        if (n > budget)
+            n = (unsigned)budget;
         c->nchunks = left_chunks < n ? (unsigned)left_chunks : n;
+        c->reserved = (uint64_t)c->nchunks * READ_CHUNK;
+        g_read_reserved += c->reserved;
     }
     c->busy = true;
     int rc = uv_queue_work(berth_plugin_loop(c->cp->p), &c->work, read_work, read_after);
     if (rc < 0) {
         c->busy = false;
         berth_error_set(&c->err, BERTH_E_INTERNAL, "cannot queue work: %s", uv_strerror(rc));
+        read_release(c);
         read_finish(c);
     }
 }

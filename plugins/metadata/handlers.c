@@ -331,9 +331,9 @@ FN(w_ns_delete, meta_ns_delete(tx, j->s1, err))
  * ptrace or socket) on the loop thread, so tests/e2e/sandbox.bats can prove
  * that the seccomp filter kills this process with SIGSYS and that the core
  * restarts it. The arguments are harmless: without a sandbox the call just
- * fails (or the socket is closed) and the request says so.
- * namespaces.create is not idempotent, so the core does not re-send the
- * fatal request to the restarted instance. */
+ * fails (or the socket is closed) and the request says so. The test sends
+ * it without a request_id (berth-rpctool, not the CLI), so the core does not
+ * re-send the fatal request to the restarted instance. */
 static bool sandbox_probe(berth_req_t *req, const msgpack_object *params)
 {
     static const char prefix[] = "sandbox-probe-";

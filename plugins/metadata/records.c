@@ -487,11 +487,16 @@ int meta_lease_create(meta_tx_t *tx, const char *ns, const char *id, const msgpa
     /* The expiry is also the label containerd uses, so `leases ls` shows it
      * and a lease created with only the label expires too. */
     const msgpack_object *lexp = meta_label_gc(labels, META_LABEL_GC_EXPIRE);
-    if (!expire && lexp) {
+    if (lexp) {
+        /* Checked even next to `expire`: gc reads the label too. */
+        int64_t lt = 0;
         if (lexp->type != MSGPACK_OBJECT_STR ||
-            meta_parse_rfc3339(lexp->via.str.ptr, lexp->via.str.size, &expire) < 0)
+            meta_parse_rfc3339(lexp->via.str.ptr, lexp->via.str.size, &lt) < 0)
             return berth_error_set(err, BERTH_E_INVALID_ARGUMENT,
-                                   "label %s must be an RFC3339 time", META_LABEL_GC_EXPIRE);
+                                   "label %s must be an RFC3339 time (a date that exists)",
+                                   META_LABEL_GC_EXPIRE);
+        if (!expire)
+            expire = lt;
     }
     uint32_t nl = labels && labels->type == MSGPACK_OBJECT_MAP ? labels->via.map.size : 0;
     bool add_label = expire > 0 && !lexp;

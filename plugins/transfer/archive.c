@@ -1246,9 +1246,20 @@ static void imp_work_done(uv_work_t *w, int status)
     ssize_t dm = file_by_name(m, "manifest.json");
     size_t len = 0;
     const char *data = NULL;
-    if (idx >= 0 && (data = file_bytes(m, idx, &len)))
-        plan_oci(m, data, len);
-    else if (dm >= 0 && (data = file_bytes(m, dm, &len)))
+    if (idx >= 0 && (data = file_bytes(m, idx, &len))) {
+        /* An OCI image layout names its version; a present file that is
+         * not small JSON is checked as empty (and refused). */
+        ssize_t ol = file_by_name(m, "oci-layout");
+        size_t ll = 0;
+        const char *layout = ol < 0 ? NULL : file_bytes(m, ol, &ll);
+        berth_error_t *e = NULL;
+        if (xfer_oci_layout_check(ol < 0 ? NULL : layout ? layout : "", ll, &e) < 0) {
+            imp_fail(m, e->code, "import: %s", e->message);
+            berth_error_free(&e);
+        } else {
+            plan_oci(m, data, len);
+        }
+    } else if (dm >= 0 && (data = file_bytes(m, dm, &len)))
         plan_docker(m, data, len);
     else
         imp_fail(m, BERTH_E_INVALID_ARGUMENT,

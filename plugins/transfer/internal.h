@@ -165,8 +165,18 @@ typedef struct {
     char **layers; /* paths in the archive */
     size_t n_layers;
 } xfer_docker_entry_t;
+/** Parses manifest.json. Paths must be relative and stay inside the
+ * archive; every RepoTags entry must be a valid NAME:TAG reference without a
+ * digest (at most XFER_MAX_REPO_TAGS of them): invalid_argument naming the
+ * entry otherwise. */
 int xfer_docker_manifest_parse(const void *buf, size_t len, xfer_docker_entry_t **out, size_t *n,
                                berth_error_t **err);
+#define XFER_MAX_REPO_TAGS 256
+#define XFER_MAX_REPO_TAG_LEN 1023
+/** Checks the `oci-layout` file of an OCI image layout archive (`data` NULL:
+ * absent): it must be a JSON object with imageLayoutVersion "1.0.0";
+ * invalid_argument naming what is wrong otherwise. */
+int xfer_oci_layout_check(const char *data, size_t len, berth_error_t **err);
 void xfer_docker_entries_free(xfer_docker_entry_t *e, size_t n);
 
 /** Encodes a descriptor as a msgpack map {media_type, digest, size[, platform]}. */

@@ -128,13 +128,14 @@ static const xfer_archive_impl_t *archive_get(berth_req_t *r)
         if (im)                                                                                    \
             ((const __typeof__(*get(r)) *)im)->field(r, params);                                   \
     }
-/* Test hook (BERTH_FAILPOINTS=transfer.sandbox_probe=error): `images pull
- * sandbox-probe-SYSCALL` makes that forbidden syscall (execve, mount or
- * ptrace) on the loop thread, so tests/e2e/sandbox.bats can prove that the
- * seccomp filter kills this process with SIGSYS and that the core restarts
- * it. The arguments are harmless: without a sandbox the call just fails and
- * the request says so. images.pull is not idempotent, so the core does not
- * re-send the fatal request to the restarted instance. */
+/* Test hook (BERTH_FAILPOINTS=transfer.sandbox_probe=error): `images.pull
+ * {ref: "sandbox-probe-SYSCALL"}` (sent raw: the CLI would normalize the
+ * ref) makes that forbidden syscall (execve, mount or ptrace) on the loop
+ * thread, so tests/e2e/sandbox.bats can prove that the seccomp filter kills
+ * this process with SIGSYS and that the core restarts it. The arguments are
+ * harmless: without a sandbox the call just fails and the request says so.
+ * images.pull is neither idempotent nor replay, so the core does not re-send
+ * the fatal request to the restarted instance. */
 static bool sandbox_probe(berth_req_t *r, const msgpack_object *params)
 {
     static const char prefix[] = "sandbox-probe-";

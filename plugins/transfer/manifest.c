@@ -461,6 +461,61 @@ static bool archive_path_ok(const char *p)
     return true;
 }
 
+/* A RepoTags entry names an image the way `docker load` accepts it: a valid
+ * reference with a tag and without a digest ("busybox:1.36",
+ * "registry:5000/team/app:v1"). Anything else would become an image record
+ * whose name no pull, push or run can use. */
+static int repo_tag_check(const json_t *t, size_t i, size_t j, berth_error_t **err)
+{
+    if (!json_is_string(t))
+        return berth_error_set(err, BERTH_E_INVALID_ARGUMENT,
+                               "manifest.json entry %zu: RepoTags[%zu] is not a string", i, j);
+    const char *s = json_string_value(t);
+    xfer_ref_t r;
+    berth_error_t *e = NULL;
+    if (strlen(s) > XFER_MAX_REPO_TAG_LEN || xfer_ref_parse(s, &r, &e) < 0) {
+        berth_error_set(err, BERTH_E_INVALID_ARGUMENT,
+                        "manifest.json entry %zu: RepoTags[%zu] \"%.100s%s\" is not a valid "
+                        "image name: %s",
+                        i, j, s, strlen(s) > 100 ? "..." : "", e ? e->message : "too long");
+        berth_error_free(&e);
+        return -1;
+    }
+    bool tagged = r.tag && !r.digest;
+    xfer_ref_clear(&r);
+    if (!tagged)
+        return berth_error_set(err, BERTH_E_INVALID_ARGUMENT,
+                               "manifest.json entry %zu: RepoTags[%zu] \"%.100s\" must be "
+                               "NAME:TAG without a digest",
+                               i, j, s);
+    return 0;
+}
+
+int xfer_oci_layout_check(const char *data, size_t len, berth_error_t **err)
+{
+    if (!data)
+        return berth_error_set(err, BERTH_E_INVALID_ARGUMENT,
+                               "the archive has an index.json but no oci-layout file: not an OCI "
+                               "image layout (it must hold {\"imageLayoutVersion\": \"1.0.0\"})");
+    if (len > XFER_MAX_SMALL_JSON)
+        return berth_error_set(err, BERTH_E_RESOURCE_EXHAUSTED,
+                               "oci-layout of %zu bytes exceeds the limit", len);
+    json_error_t je;
+    json_t *root = json_loadb(data, len, JSON_REJECT_DUPLICATES, &je);
+    const json_t *v = json_object_get(root, "imageLayoutVersion");
+    int rc = 0;
+    if (!json_is_object(root) || !json_is_string(v))
+        rc = berth_error_set(err, BERTH_E_INVALID_ARGUMENT,
+                             "oci-layout is not a JSON object with an imageLayoutVersion string");
+    else if (strcmp(json_string_value(v), "1.0.0") != 0)
+        rc = berth_error_set(err, BERTH_E_INVALID_ARGUMENT,
+                             "oci-layout says imageLayoutVersion \"%.40s\"; only \"1.0.0\" is "
+                             "supported",
+                             json_string_value(v));
+    json_decref(root);
+    return rc;
+}
+
 int xfer_docker_manifest_parse(const void *buf, size_t len, xfer_docker_entry_t **out, size_t *n,
                                berth_error_t **err)
 {
@@ -497,11 +552,18 @@ int xfer_docker_manifest_parse(const void *buf, size_t len, xfer_docker_entry_t 
         }
         e[i].config = xstrdup(cfg);
         size_t nt = json_is_array(tags) ? json_array_size(tags) : 0;
+        if (nt > XFER_MAX_REPO_TAGS) {
+            berth_error_set(err, BERTH_E_RESOURCE_EXHAUSTED,
+                            "manifest.json entry %zu lists %zu RepoTags, at most %d", i, nt,
+                            XFER_MAX_REPO_TAGS);
+            goto fail;
+        }
         e[i].repo_tags = calloc(nt ? nt : 1, sizeof(char *));
-        for (size_t j = 0; j < nt && j < 256; j++) {
+        for (size_t j = 0; j < nt; j++) {
             const json_t *t = json_array_get(tags, j);
-            if (json_is_string(t) && strlen(json_string_value(t)) < 1024)
-                e[i].repo_tags[e[i].n_repo_tags++] = xstrdup(json_string_value(t));
+            if (repo_tag_check(t, i, j, err) < 0)
+                goto fail;
+            e[i].repo_tags[e[i].n_repo_tags++] = xstrdup(json_string_value(t));
         }
         size_t nl = json_array_size(layers);
         e[i].layers = calloc(nl ? nl : 1, sizeof(char *));

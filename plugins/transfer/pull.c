@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "berth/failpoint.h"
 #include "berth/log.h"
 #include "local.h"
 #include "xfer.h"
@@ -390,6 +391,15 @@ static void image_saved(berth_call_t *c, const berth_error_t *err, const msgpack
 static void save_image(pull_t *pl)
 {
     pl->phase = PH_IMAGE;
+    /* Crash tests: every blob committed and every layer unpacked, the image
+     * not recorded yet; `error` fails the pull here. */
+    if (berth_failpoint("transfer.pull.before_image_create") < 0) {
+        failf(pl, BERTH_E_INTERNAL,
+              "failpoint transfer.pull.before_image_create: injected error before recording %s",
+              pl->name);
+        end_pull(pl);
+        return;
+    }
     berth_mpbuf_t b;
     /* An image that was there when the pull started is updated directly
      * (create would fail with already_exists first, a wasted round trip). */
@@ -476,8 +486,16 @@ static void job_finish(job_t *j, const berth_error_t *err)
     }
     j->committed = true;
     item_set(pl, j->item, j->existed ? "exists" : "done", j->desc.size);
-    if (!j->is_config)
-        layer_committed(pl, j);
+    if (j->is_config)
+        return;
+    /* Crash tests (docs/security.md): a layer blob is committed under the
+     * pull's lease, the image is not recorded; `error` fails the pull here. */
+    if (berth_failpoint("transfer.pull.after_layer") < 0) {
+        failf(pl, BERTH_E_INTERNAL, "failpoint transfer.pull.after_layer: injected error after %s",
+              j->desc.digest);
+        return;
+    }
+    layer_committed(pl, j);
 }
 
 /* -- streamed layer: HTTP body → content.write ------------------------------- */

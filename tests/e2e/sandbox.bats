@@ -2,11 +2,12 @@
 # SPDX-License-Identifier: Apache-2.0
 # Plugin sandboxes and sockets (issue 9, "Processes and sockets"): every
 # thread of the sandboxed plugins runs under seccomp; a forbidden syscall
-# (execve, mount, ptrace) kills only that plugin with SIGSYS and the core
-# restarts it while everything else keeps serving; no berth process owns an
-# abstract unix socket (CVE-2020-15257 class). The forbidden calls are made
-# by test hooks armed with BERTH_FAILPOINTS (content.sandbox_probe,
-# gc.sandbox_probe), see docs/security.md.
+# (execve, mount, ptrace, socket) kills only that plugin with SIGSYS and the
+# core restarts it while everything else keeps serving; no berth process owns
+# an abstract unix socket (CVE-2020-15257 class). The forbidden calls are
+# made by test hooks armed with BERTH_FAILPOINTS (content.sandbox_probe,
+# gc.sandbox_probe, metadata.sandbox_probe, transfer.sandbox_probe), see
+# docs/security.md.
 
 bats_require_minimum_version 1.5.0
 
@@ -35,6 +36,10 @@ teardown() {
         [[ ${BATS_TEST_COMPLETED:-} == 1 ]] || berth_dump_log 60 >&3 || true
         berth_stop_daemon
         DAEMON_STARTED=
+    fi
+    if [[ -n ${REG_STARTED:-} ]]; then
+        registry_stop
+        REG_STARTED=
     fi
     unset BERTH_FAILPOINTS
     if [[ -n ${CG:-} ]]; then
@@ -167,6 +172,157 @@ assert_sandboxed() { # ID MIN-FILTERS
     echo "$output"
     [ "$status" -eq 0 ]
     run ! grep -q "not stopped by the sandbox" "$BERTH_LOG"
+}
+
+# ---- metadata and transfer --------------------------------------------------------
+
+# Records "ID=PID" of every running plugin except EXCEPT in OTHERS.
+others_except() { # EXCEPT
+    local id
+    OTHERS=()
+    for id in content metadata gc snapshot-overlay transfer runtime-runc; do
+        [[ $id == "$1" ]] && continue
+        if [[ $(plugin_field "$id" status) == ok ]]; then
+            OTHERS+=("$id=$(plugin_field "$id" pid)")
+        fi
+    done
+    echo "others: ${OTHERS[*]}"
+}
+
+# The plugins recorded by others_except kept their pids and never restarted.
+others_unchanged() {
+    local e
+    for e in "${OTHERS[@]}"; do
+        [ "$(plugin_field "${e%%=*}" pid)" = "${e#*=}" ]
+        [ "$(plugin_field "${e%%=*}" restarts)" = 0 ]
+    done
+}
+
+# probe_kills ID METHOD PARAM-KEY SYSCALL...: each request `METHOD
+# {PARAM-KEY: "sandbox-probe-SYSCALL"}` must kill plugin ID with SIGSYS (not
+# come back saying the call was allowed), and the core must restart it.
+probe_kills() {
+    local id=$1 method=$2 key=$3 sc old n=0 restarts0
+    shift 3
+    restarts0=$(plugin_field "$id" restarts)
+    for sc in "$@"; do
+        old=$(plugin_field "$id" pid)
+        run berth_rpc call "$method" "{\"$key\": \"sandbox-probe-$sc\"}"
+        echo "$id $sc: $output"
+        [ "$status" -ne 0 ]
+        [[ $output != *"not stopped by the sandbox"* ]]
+        berth_wait_for 20 grep -qF "msg=\"plugin exited\" plugin=$id pid=$old exit=\"$SIGSYS_EXIT\"" "$BERTH_LOG"
+        berth_wait_for 20 plugin_restarted "$id" "$old"
+        n=$((n + 1))
+    done
+    [ "$(plugin_field "$id" restarts)" -eq $((restarts0 + n)) ]
+    [ "$(plugin_field "$id" status)" = ok ]
+}
+
+# An OCI image in a local registry as $REG/sbx:1 (skips without the tools).
+registry_image() {
+    # shellcheck source=/dev/null
+    source "$BATS_TEST_DIRNAME/lib/registry.bash"
+    registry_require_tools
+    [[ -x /bin/busybox ]] || skip "busybox-static not installed"
+    registry_build_image "$BERTH_TEST_DIR/img" 2
+    registry_start
+    REG_STARTED=1
+    registry_push "$BERTH_TEST_DIR/img" sbx:1
+}
+
+@test "metadata and transfer run every thread under seccomp; transfer loads its libraries under it" {
+    [[ -x $BERTH_BIN/berth-transfer ]] || skip "berth-transfer not built"
+    start '{"runtime-runc": {"enabled": false}}'
+    [[ $(plugin_field transfer status) == ok ]] || skip "transfer is not running"
+    grep -q 'plugin=metadata .*msg="sandbox applied" mode=allowlist' "$BERTH_LOG"
+    grep -q 'plugin=transfer .*msg="sandbox applied" mode=allowlist' "$BERTH_LOG"
+    # Writes start metadata's writer thread (libuv pool) after the filters.
+    for i in 1 2 3; do berth namespaces create "sbx-$i" >/dev/null; done
+    assert_sandboxed metadata 2
+    [[ $(thread_seccomp "$(plugin_field metadata pid)" | wc -l) -gt 1 ]]
+    # transfer is idle: sandboxed, and its libraries are not loaded yet.
+    tpid=$(plugin_field transfer pid)
+    assert_sandboxed transfer 2
+    run ! grep -q 'berth-transfer-impl.so' "/proc/$tpid/maps"
+    # A pull loads berth-transfer-impl.so (libcurl, OpenSSL) under the
+    # filters; an import loads berth-transfer-archive.so.
+    registry_image
+    berth images pull --plain-http "$REG/sbx:1" >/dev/null
+    run berth images check "$REG/sbx:1"
+    echo "$output"
+    [[ $output == *complete*true* ]]
+    tar -C "$BERTH_TEST_DIR/img" -cf "$BERTH_TEST_DIR/img.tar" .
+    berth images import --base-name sbx-import "$BERTH_TEST_DIR/img.tar" >/dev/null
+    grep -q 'berth-transfer-impl.so' "/proc/$tpid/maps"
+    grep -q 'berth-transfer-archive.so' "/proc/$tpid/maps"
+    # Host names go through glibc's resolver (nss files, then DNS over UDP:
+    # socket, connect, sendmmsg, recvfrom) inside the sandbox. A name that
+    # resolves nowhere fails that pull only.
+    run berth images pull --plain-http "berth-sbx-no-such-host.invalid:$REG_PORT/sbx:1"
+    echo "$output"
+    [ "$status" -ne 0 ]
+    [[ $output == *berth-sbx-no-such-host.invalid* ]]
+    # A name from /etc/hosts (this machine's own name, when it is loopback).
+    h=$(hostname)
+    if getent ahostsv4 "$h" | grep -q '^127\.'; then
+        berth images pull --plain-http "$h:$REG_PORT/sbx:1" >/dev/null
+    fi
+    # Still the same process, every thread (curl's, the pool's) confined.
+    [ "$(plugin_field transfer pid)" = "$tpid" ]
+    [ "$(plugin_field transfer restarts)" = 0 ]
+    [ "$(plugin_field metadata restarts)" = 0 ]
+    assert_sandboxed transfer 2
+    assert_sandboxed metadata 2
+    run ! grep -q "$SIGSYS_EXIT" "$BERTH_LOG"
+}
+
+@test "metadata: execve, mount, ptrace and socket each kill only metadata (SIGSYS); the core restarts it" {
+    export BERTH_FAILPOINTS="metadata.sandbox_probe=error"
+    start '{"runtime-runc": {"enabled": false}}'
+    berth namespaces create sbx-keep >/dev/null
+    berth namespaces label sbx-keep sbx=1 >/dev/null
+    head -c 100000 /dev/urandom >"$BERTH_TEST_DIR/before"
+    d=$(berth content ingest before-1 --label berth.io/gc.root=1 <"$BERTH_TEST_DIR/before")
+    others_except metadata
+    probe_kills metadata namespaces.create name execve mount ptrace socket
+    others_unchanged
+    # What was committed before the kills is there; the probes wrote nothing.
+    berth namespaces ls | grep -q '^sbx-keep .*sbx=1'
+    run ! bash -c "$BERTH namespaces ls -q | grep -q sandbox-probe"
+    # The restarted metadata serves reads and writes, also for content.
+    berth content ls -q | grep -qx "$d"
+    berth content get "$d" | cmp - "$BERTH_TEST_DIR/before"
+    berth namespaces create sbx-after >/dev/null
+    berth namespaces ls -q | grep -qx sbx-after
+    head -c 200000 /dev/urandom >"$BERTH_TEST_DIR/after"
+    d2=$(berth content ingest after-1 --label berth.io/gc.root=1 <"$BERTH_TEST_DIR/after")
+    berth content get "$d2" | cmp - "$BERTH_TEST_DIR/after"
+    assert_sandboxed metadata 2
+}
+
+@test "transfer: execve, mount and ptrace each kill only transfer (SIGSYS); the core restarts it and it pulls again" {
+    [[ -x $BERTH_BIN/berth-transfer ]] || skip "berth-transfer not built"
+    export BERTH_FAILPOINTS="transfer.sandbox_probe=error"
+    start '{"runtime-runc": {"enabled": false}}'
+    [[ $(plugin_field transfer status) == ok ]] || skip "transfer is not running"
+    registry_image
+    # The first instance has loaded its libraries before it is killed.
+    berth images pull --plain-http "$REG/sbx:1" >/dev/null
+    others_except transfer
+    probe_kills transfer images.pull ref execve mount ptrace
+    others_unchanged
+    # The restarted transfer loads its libraries again (under its sandbox),
+    # pulls and imports; the image pulled before is intact.
+    berth images pull --plain-http "$REG/sbx:1" >/dev/null
+    tar -C "$BERTH_TEST_DIR/img" -cf "$BERTH_TEST_DIR/img.tar" .
+    berth images import --base-name sbx-import "$BERTH_TEST_DIR/img.tar" >/dev/null
+    run berth images check
+    echo "$output"
+    [ "$(grep -c 'complete.*true' <<<"$output")" -eq 2 ]
+    tpid=$(plugin_field transfer pid)
+    grep -q 'berth-transfer-archive.so' "/proc/$tpid/maps"
+    assert_sandboxed transfer 2
 }
 
 # ---- abstract unix sockets ----------------------------------------------------

@@ -1,12 +1,12 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* libFuzzer target: the JSON files of an image archive given to `images
- * import` — docker save's manifest.json (xfer_docker_manifest_parse) and an
- * OCI layout's index.json (xfer_doc_parse as an index), plus the image-name
- * handling import applies to their annotations and RepoTags. Each input is
- * fed to both parsers. The archive walk itself (archive.c) runs on the
- * plugin's loop and has no pure entry point; oci-layout is not parsed by
- * import at all. Checks: archive paths stay relative without "..", counts
- * stay within the limits. */
+ * import` — docker save's manifest.json (xfer_docker_manifest_parse), an
+ * OCI layout's index.json (xfer_doc_parse as an index) and its oci-layout
+ * file (xfer_oci_layout_check), plus the image-name handling import applies
+ * to their annotations and RepoTags. Each input is fed to every parser. The
+ * archive walk itself (archive.c) runs on the plugin's loop and has no pure
+ * entry point. Checks: archive paths stay relative without "..", counts stay
+ * within the limits, every accepted RepoTag is a NAME:TAG reference. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -57,9 +57,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             CHECK(ents[i].n_layers <= XFER_MAX_LAYERS);
             for (size_t l = 0; l < ents[i].n_layers; l++)
                 check_path(ents[i].layers[l]);
-            CHECK(ents[i].n_repo_tags <= 256);
+            CHECK(ents[i].n_repo_tags <= XFER_MAX_REPO_TAGS);
             for (size_t t = 0; t < ents[i].n_repo_tags; t++) {
+                xfer_ref_t r;
                 CHECK(ents[i].repo_tags[t]);
+                CHECK(xfer_ref_parse(ents[i].repo_tags[t], &r, NULL) == 0);
+                CHECK(r.tag && !r.digest);
+                xfer_ref_clear(&r);
                 use_name(ents[i].repo_tags[t]);
             }
         }
@@ -88,6 +92,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         }
         xfer_doc_clear(&idx);
     }
+    berth_error_free(&err);
+
+    if (xfer_oci_layout_check((const char *)data, size, &err) == 0)
+        CHECK(size >= 30 && memmem(data, size, "1.0.0", 5)); /* {"imageLayoutVersion":"1.0.0"} */
+    else
+        CHECK(err && err->message);
     berth_error_free(&err);
     return 0;
 }

@@ -256,6 +256,10 @@ write("import", "oci-index", OCI_INDEX)
 write("import", "oci-index-names", OCI_INDEX_NAMES)
 write("import", "oci-index-multi", OCI_INDEX_MULTI)
 write("import", "oci-layout", '{"imageLayoutVersion":"1.0.0"}')
+write("import", "oci-layout-bad-version", '{"imageLayoutVersion":"2.0.0"}')
+write("import", "oci-layout-not-string", '{"imageLayoutVersion":1}')
+write("import", "docker-save-digest-tag", json.dumps(
+    [{"Config": "c.json", "RepoTags": ["busybox@sha256:" + "0" * 64, "ok:1", 7], "Layers": ["l.tar"]}]))
 
 # ---- auth (WWW-Authenticate, token responses, URLs) -----------------------------
 auth = {
@@ -321,9 +325,13 @@ labels = {
 for k, v in labels.items():
     write("labels", k, mp(v))
 write("labels", "dup", b"\x82" + mp("a") + mp("1") + mp("a") + mp("2"))
+# 600 labels, the last one repeating k70: the duplicate check must reach it.
+write("labels", "dup-late", b"\xde\x02\x58" + b"".join(
+    mp("k%d" % (i if i < 599 else 70)) + mp("v") for i in range(600)))
 for k, v in {"rfc3339": "2024-02-29T23:59:60.123456789+05:30", "rfc3339-z": "2030-01-01T00:00:00Z",
              "rfc3339-far": "9999-12-31T23:59:59Z", "namespace": "default",
-             "container-id": "my-container_1.2"}.items():
+             "container-id": "my-container_1.2", "rfc3339-feb31": "2026-02-31T00:00:00Z",
+             "rfc3339-leap-1900": "1900-02-29T00:00:00Z"}.items():
     write("labels", k, v)
 
 # ---- passwd ------------------------------------------------------------------------------

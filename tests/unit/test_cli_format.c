@@ -375,10 +375,26 @@ static void test_params_begin_packs_namespace(void **state)
     berth_mp_kv_str(&b.pk, "id", "c1");
     msgpack_zone *z = NULL;
     msgpack_object o = unpack(&b, &z);
-    assert_int_equal(o.via.map.size, 2);
+    assert_int_equal(o.via.map.size, 3);
     assert_true(berth_mp_str_eq(&o.via.map.ptr[0].key, "namespace"));
     assert_true(berth_mp_str_eq(berth_mp_get(&o, "namespace"), "prod"));
     assert_true(berth_mp_str_eq(berth_mp_get(&o, "id"), "c1"));
+    /* a fresh request_id each time: 32 hex digits */
+    const msgpack_object *rid = berth_mp_get(&o, "request_id");
+    assert_non_null(rid);
+    assert_int_equal(rid->type, MSGPACK_OBJECT_STR);
+    assert_int_equal(rid->via.str.size, 32);
+    char first[33];
+    memcpy(first, rid->via.str.ptr, 32);
+    first[32] = '\0';
+    assert_int_equal(strspn(first, "0123456789abcdef"), 32);
+    msgpack_zone_free(z);
+    berth_mpbuf_destroy(&b);
+    cli_params_begin(&b, 0);
+    o = unpack(&b, &z);
+    rid = berth_mp_get(&o, "request_id");
+    assert_non_null(rid);
+    assert_false(rid->via.str.size == 32 && memcmp(rid->via.str.ptr, first, 32) == 0);
     msgpack_zone_free(z);
     berth_mpbuf_destroy(&b);
     cli_g.ns = "default";

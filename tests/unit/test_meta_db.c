@@ -847,6 +847,24 @@ static void test_lease_expiry(void **state)
                        .name = "bad",
                        .o1 = tlabels(t, 1, "berth.io/gc.expire", "tomorrow")}),
            BERTH_E_INVALID_ARGUMENT, "RFC3339");
+    /* A day that does not exist is refused, also next to an explicit expire
+     * (the CLI sends both); Feb 29 of a leap year is a day. */
+    T_FAIL(twrite(t, f_lease_create,
+                  &(A){.ns = "default",
+                       .name = "feb31",
+                       .o1 = tlabels(t, 1, "berth.io/gc.expire", "2026-02-31T00:00:00Z")}),
+           BERTH_E_INVALID_ARGUMENT, "RFC3339");
+    T_FAIL(twrite(t, f_lease_create,
+                  &(A){.ns = "default",
+                       .name = "feb31b",
+                       .i = past,
+                       .o1 = tlabels(t, 1, "berth.io/gc.expire", "2026-02-31T00:00:00Z")}),
+           BERTH_E_INVALID_ARGUMENT, "a date that exists");
+    T_OK(twrite(t, f_lease_create,
+                &(A){.ns = "default",
+                     .name = "leap",
+                     .o1 = tlabels(t, 1, "berth.io/gc.expire", "2028-02-29T00:00:00Z")}));
+    assert_int_equal(tget(&t->res, "lease.expire")->via.i64, 1835395200LL * 1000000000LL);
 }
 
 static void test_tombstone_blocks_new_references(void **state)

@@ -214,6 +214,110 @@ static void test_docker_manifest(void **s)
     berth_error_free(&err);
 }
 
+/* RepoTags become image names: each must be a valid NAME:TAG reference
+ * (docker load's rule), else the whole manifest.json is refused naming the
+ * entry and the tag. */
+static void test_docker_repo_tags(void **s)
+{
+    static const char *const good[] = {
+        "busybox:latest", "busybox", "registry.example:5000/team/app:v1.2", "a/b/c:x_y-z.1", NULL};
+    static const struct {
+        const char *tag, *want;
+    } bad[] = {
+        {"\"BAD TAG\"", "RepoTags[0] \"BAD TAG\" is not a valid image name"},
+        {"\"\"", "RepoTags[0] \"\" is not a valid image name"},
+        {"\"a\\u0001b:1\"", "is not a valid image name"},
+        {"\"Upper/Case:1\"", "is not a valid image name"},
+        {"\"busybox:bad tag\"", "is not a valid image name"},
+        {"\"busybox@sha256:" A64 "\"", "must be NAME:TAG without a digest"},
+        {"\"busybox:1@sha256:" A64 "\"", "must be NAME:TAG without a digest"},
+        {"7", "RepoTags[0] is not a string"},
+        {"null", "RepoTags[0] is not a string"},
+        {"[\"x:1\"]", "RepoTags[0] is not a string"},
+    };
+    char js[512];
+    xfer_docker_entry_t *e = NULL;
+    size_t n = 0;
+    berth_error_t *err = NULL;
+    for (size_t i = 0; good[i]; i++) {
+        snprintf(js, sizeof(js), "[{\"Config\":\"c.json\",\"RepoTags\":[\"%s\"],\"Layers\":[]}]",
+                 good[i]);
+        if (xfer_docker_manifest_parse(js, strlen(js), &e, &n, &err) != 0)
+            fail_msg("%s refused: %s", good[i], err ? err->message : "?");
+        assert_int_equal(e[0].n_repo_tags, 1);
+        assert_string_equal(e[0].repo_tags[0], good[i]);
+        xfer_docker_entries_free(e, n);
+    }
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        snprintf(js, sizeof(js),
+                 "[{\"Config\":\"c.json\",\"Layers\":[]},"
+                 "{\"Config\":\"c.json\",\"RepoTags\":[%s],\"Layers\":[]}]",
+                 bad[i].tag);
+        e = NULL;
+        n = 0;
+        if (xfer_docker_manifest_parse(js, strlen(js), &e, &n, &err) != -1)
+            fail_msg("RepoTags [%s] accepted", bad[i].tag);
+        assert_null(e);
+        assert_int_equal(n, 0);
+        assert_int_equal(err->code, BERTH_E_INVALID_ARGUMENT);
+        if (!strstr(err->message, bad[i].want) || !strstr(err->message, "entry 1"))
+            fail_msg("RepoTags [%s]: %s (want \"%s\")", bad[i].tag, err->message, bad[i].want);
+        berth_error_free(&err);
+    }
+    /* The second tag is the bad one: its index is named. */
+    const char *two = "[{\"Config\":\"c.json\",\"RepoTags\":[\"ok:1\",\"no good\"],\"Layers\":[]}]";
+    assert_int_equal(xfer_docker_manifest_parse(two, strlen(two), &e, &n, &err), -1);
+    assert_non_null(strstr(err->message, "entry 0: RepoTags[1] \"no good\""));
+    berth_error_free(&err);
+    /* More tags than the limit: refused, not silently cut. */
+    size_t cap = 64 + (XFER_MAX_REPO_TAGS + 1) * 8;
+    char *many = malloc(cap);
+    size_t off =
+        (size_t)snprintf(many, cap, "[{\"Config\":\"c.json\",\"Layers\":[],\"RepoTags\":[");
+    for (int i = 0; i <= XFER_MAX_REPO_TAGS; i++)
+        off += (size_t)snprintf(many + off, cap - off, "%s\"a:%d\"", i ? "," : "", i);
+    off += (size_t)snprintf(many + off, cap - off, "]}]");
+    assert_int_equal(xfer_docker_manifest_parse(many, off, &e, &n, &err), -1);
+    assert_non_null(strstr(err->message, "RepoTags, at most"));
+    berth_error_free(&err);
+    free(many);
+}
+
+static void test_oci_layout(void **s)
+{
+    berth_error_t *err = NULL;
+    const char *ok[] = {"{\"imageLayoutVersion\":\"1.0.0\"}",
+                        " { \"imageLayoutVersion\" : \"1.0.0\", \"x-extra\": 1 }\n", NULL};
+    for (size_t i = 0; ok[i]; i++)
+        assert_int_equal(xfer_oci_layout_check(ok[i], strlen(ok[i]), NULL), 0);
+    static const struct {
+        const char *data;
+        berth_code_t code;
+        const char *want;
+    } bad[] = {
+        {NULL, BERTH_E_INVALID_ARGUMENT, "no oci-layout file"},
+        {"", BERTH_E_INVALID_ARGUMENT, "not a JSON object"},
+        {"not json", BERTH_E_INVALID_ARGUMENT, "not a JSON object"},
+        {"[\"1.0.0\"]", BERTH_E_INVALID_ARGUMENT, "not a JSON object"},
+        {"{}", BERTH_E_INVALID_ARGUMENT, "imageLayoutVersion string"},
+        {"{\"imageLayoutVersion\":1}", BERTH_E_INVALID_ARGUMENT, "imageLayoutVersion string"},
+        {"{\"imageLayoutVersion\":\"1.0.0\",\"imageLayoutVersion\":\"1.0.0\"}",
+         BERTH_E_INVALID_ARGUMENT, "not a JSON object"},
+        {"{\"imageLayoutVersion\":\"2.0.0\"}", BERTH_E_INVALID_ARGUMENT,
+         "imageLayoutVersion \"2.0.0\"; only \"1.0.0\" is supported"},
+        {"{\"imageLayoutVersion\":\"1.0\"}", BERTH_E_INVALID_ARGUMENT, "only \"1.0.0\""},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        const char *d = bad[i].data;
+        assert_int_equal(xfer_oci_layout_check(d, d ? strlen(d) : 0, &err), -1);
+        assert_int_equal(err->code, bad[i].code);
+        if (!strstr(err->message, bad[i].want))
+            fail_msg("oci-layout %s: %s (want \"%s\")", d ? d : "(absent)", err->message,
+                     bad[i].want);
+        berth_error_free(&err);
+    }
+}
+
 static void test_desc_msgpack(void **s)
 {
     xfer_desc_t d = {.media_type = XFER_MT_OCI_MANIFEST, .digest = "sha256:" A64, .size = 42};
@@ -239,7 +343,8 @@ int main(void)
         cmocka_unit_test(test_manifest_ok),  cmocka_unit_test(test_index_ok),
         cmocka_unit_test(test_invalid_docs), cmocka_unit_test(test_config),
         cmocka_unit_test(test_sha),          cmocka_unit_test(test_docker_manifest),
-        cmocka_unit_test(test_desc_msgpack),
+        cmocka_unit_test(test_desc_msgpack), cmocka_unit_test(test_docker_repo_tags),
+        cmocka_unit_test(test_oci_layout),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -6,10 +6,40 @@
  *   and a fixed set no plugin needs (kernel modules, kexec, reboot, ...).
  * Either way a violation kills only this plugin; the core restarts it. */
 #include <errno.h>
+#include <sched.h>
 #include <seccomp.h>
+#include <stdbool.h>
 #include <string.h>
 
 #include "berth/plugin.h"
+
+static bool listed(const char *const *list, const char *name)
+{
+    for (size_t i = 0; list && list[i]; i++)
+        if (strcmp(list[i], name) == 0)
+            return true;
+    return false;
+}
+
+/* Threads, not processes: clone is allowed only with CLONE_THREAD, so a
+ * plugin that may not fork cannot get a process through clone either (glibc's
+ * fork() is a clone without CLONE_THREAD, not the fork syscall); such a clone
+ * kills the process. clone3 takes its flags in memory, which a filter cannot
+ * read: it fails with ENOSYS and glibc falls back to clone for its threads.
+ * `allowlist`: the filter's default is to kill, so threads need a rule. */
+static int restrict_clone(scmp_filter_ctx ctx, bool allowlist)
+{
+    /* A rule whose action is the filter's default is refused (EACCES):
+     * an allowlist kills other clones by default, a denylist allows threads. */
+    int rc = allowlist
+                 ? seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(clone), 1,
+                                    SCMP_A0(SCMP_CMP_MASKED_EQ, CLONE_THREAD, CLONE_THREAD))
+                 : seccomp_rule_add(ctx, SCMP_ACT_KILL_PROCESS, SCMP_SYS(clone), 1,
+                                    SCMP_A0(SCMP_CMP_MASKED_EQ, CLONE_THREAD, 0));
+    if (rc < 0)
+        return rc;
+    return seccomp_rule_add(ctx, SCMP_ACT_ERRNO(ENOSYS), SCMP_SYS(clone3), 0);
+}
 
 static const char *const always_denied[] = {
     "kexec_load",
@@ -98,8 +128,6 @@ static const char *const base_allowed[] = {
     "futex",
     "set_robust_list",
     "get_robust_list",
-    "clone",
-    "clone3",
     "exit",
     "exit_group",
     "getpid",
@@ -204,6 +232,19 @@ int berth_plugin_sandbox(berth_plugin_t *p, const char *const *extra_syscalls,
                 if (nr != __NR_SCMP_ERROR)
                     seccomp_rule_add(ctx, SCMP_ACT_KILL_PROCESS, nr, 0);
             }
+        /* A plugin that lists fork among its extras may make processes. */
+        bool may_fork = listed(extra_syscalls, "fork") || listed(extra_syscalls, "vfork") ||
+                        listed(extra_syscalls, "clone");
+        if (may_fork) {
+            if ((rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(clone), 0)) < 0 ||
+                (rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(clone3), 0)) < 0) {
+                bad = "clone";
+                goto out;
+            }
+        } else if ((rc = restrict_clone(ctx, true)) < 0) {
+            bad = "clone (threads only)";
+            goto out;
+        }
     } else {
         const char *const *lists[2] = {always_denied, denied};
         for (int l = 0; l < 2; l++) {
@@ -218,6 +259,12 @@ int berth_plugin_sandbox(berth_plugin_t *p, const char *const *extra_syscalls,
                     goto out;
                 }
             }
+        }
+        /* Denying fork denies its clone form too (see restrict_clone). */
+        if (listed(denied, "fork") &&
+            (rc = restrict_clone(ctx, false)) < 0) {
+            bad = "clone (threads only)";
+            goto out;
         }
     }
     rc = seccomp_load(ctx);

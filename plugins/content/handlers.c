@@ -13,6 +13,7 @@
 #include <string.h>
 #include <sys/mount.h>
 #include <sys/ptrace.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "berth/failpoint.h"
@@ -370,8 +371,8 @@ static int run_abort(simple_job_t *j, berth_error_t **err)
 }
 
 /* Test hook (BERTH_FAILPOINTS=content.sandbox_probe=error): `content abort
- * sandbox-probe-SYSCALL` makes that forbidden syscall (execve, mount or
- * ptrace) on the loop thread, so tests/e2e/sandbox.bats can prove that the
+ * sandbox-probe-SYSCALL` makes that forbidden syscall (execve, mount,
+ * ptrace or fork) on the loop thread, so tests/e2e/sandbox.bats can prove that the
  * seccomp filter kills this process with SIGSYS and that the core restarts
  * it. The arguments are harmless: without a sandbox the call just fails and
  * the request says so. content.abort is not idempotent, so the core does not
@@ -393,6 +394,14 @@ static bool sandbox_probe(berth_req_t *r, const char *ref)
         rc = mount("none", "/nonexistent/berth-sandbox-probe", "tmpfs", 0, NULL);
     } else if (strcmp(what, "ptrace") == 0) {
         rc = (int)ptrace(PTRACE_PEEKDATA, 0, NULL, NULL);
+    } else if (strcmp(what, "fork") == 0) {
+        /* glibc's fork() is clone(2) without CLONE_THREAD */
+        pid_t pid = fork();
+        if (pid == 0)
+            _exit(0);
+        if (pid > 0)
+            waitpid(pid, NULL, 0);
+        rc = pid > 0 ? 0 : -1;
     }
     berth_req_failf(r, BERTH_E_FAILED_PRECONDITION,
                     "sandbox probe %s was not stopped by the sandbox (rc=%d: %s)", what, rc,
@@ -834,6 +843,7 @@ typedef struct {
     bool discarded, meta_ended;
     content_commit_t result;
     meta_call_t meta;
+    unsigned begin_tries; /* meta.ingest_begin answered `aborted` (tombstone) */
 } wctx_t;
 
 static void w_drive(wctx_t *w);
@@ -1329,10 +1339,65 @@ static void w_cancel(berth_req_t *r)
     w_drive(berth_req_data(r));
 }
 
+static void w_begin(wctx_t *w);
+
+/* The expected digest is tombstoned: a collection is deleting that blob
+ * right now (ARCHITECTURE.md: "a new reference to a tombstoned object fails
+ * with aborted; the caller retries after the backend deletion"). Content is
+ * that caller for every writer, so a pull or an import racing a collection
+ * waits for the deletion (milliseconds) instead of failing. */
+#define BEGIN_TRIES_MAX 8 /* 10 ms doubling: 2.5 s at most */
+
+typedef struct {
+    uv_timer_t timer;
+    wctx_t *w;
+} begin_retry_t;
+
+static void begin_retry_closed(uv_handle_t *h)
+{
+    begin_retry_t *br = h->data;
+    wctx_t *w = br->w;
+    free(br);
+    w->busy--;
+    if (w->req && !berth_req_canceled(w->req) && !w->err) {
+        w_begin(w);
+        return;
+    }
+    w_drive(w);
+}
+
+static void begin_retry_fire(uv_timer_t *t)
+{
+    uv_close((uv_handle_t *)t, begin_retry_closed);
+}
+
+static bool begin_retry(wctx_t *w, const berth_error_t *err)
+{
+    if (err->code != BERTH_E_ABORTED || w->begin_tries >= BEGIN_TRIES_MAX || !w->req ||
+        berth_req_canceled(w->req))
+        return false;
+    begin_retry_t *br = calloc(1, sizeof(*br));
+    if (!br)
+        return false;
+    br->w = w;
+    uv_timer_init(berth_plugin_loop(w->cp->p), &br->timer);
+    br->timer.data = br;
+    uint64_t ms = 10u << w->begin_tries++;
+    berth_log(BERTH_LOG_DEBUG,
+              "msg=\"blob is being collected; ingest retried\" ref=\"%s\" expected=%s "
+              "try=%u delay_ms=%" PRIu64,
+              w->ref, w->expected ? w->expected : "", w->begin_tries, ms);
+    w->busy++;
+    uv_timer_start(&br->timer, begin_retry_fire, ms, 0);
+    return true;
+}
+
 static void begin_done(void *ctx, const berth_error_t *err, const msgpack_object *res)
 {
     wctx_t *w = ctx;
     w->busy--;
+    if (err && begin_retry(w, err))
+        return;
     if (err) {
         berth_error_t *e = error_copy(err, "record the ingest in metadata");
         w_set_err(w, &e);
@@ -1394,9 +1459,14 @@ static void handle_write(berth_req_t *r, const msgpack_object *params)
     berth_req_set_data(r, w);
     berth_req_set_stream_cb(r, w_stream);
     berth_req_set_cancel_cb(r, w_cancel);
+    w_begin(w);
+}
 
-    /* Ingests are GC roots: metadata knows about this one before any byte
-     * lands, so a collection cannot race the commit. */
+/* Ingests are GC roots: metadata knows about this one before any byte
+ * lands, so a collection cannot race the commit. */
+static void w_begin(wctx_t *w)
+{
+    content_plugin_t *cp = w->cp;
     berth_mpbuf_t b;
     berth_mpbuf_init(&b);
     msgpack_pack_map(&b.pk, 2 + (w->expected ? 1 : 0) + (w->lease ? 1 : 0));

@@ -365,6 +365,40 @@ garbage_files_left() {
     jq -e '.stats.failed == 0' <<<"$output"
 }
 
+@test "an ingest of a blob a running collection is deleting waits for the deletion, then stores it again" {
+    # gc pauses after its first deletion: every other victim is tombstoned
+    # but still on disk. An ingest that expects one of them gets `aborted`
+    # from metadata; content retries until the sweep is done (the design's
+    # "the caller retries after the backend deletion"), so the writer never
+    # sees the race.
+    export BERTH_FAILPOINTS="gc.sweep.after_first_delete=once:pause=1200"
+    start "$(jq -c '.gc.config.max_concurrent_deletes = 1' <<<"$QUIET_GC")"
+    make_garbage 3
+    berth gc >"$T/gc.out" 2>&1 &
+    gc1=$!
+    BG_PIDS+=("$gc1")
+    # The sweep started: the records are tombstoned (only KEEP is listed).
+    berth_wait_for 10 content_count_is 1
+    local i d
+    for i in 0 1 2; do
+        d=$(printf '%s' "garbage number $i" | berth content ingest "again-$i" \
+            --expected-digest "${GARBAGE[$i]}" --label berth.io/gc.root=1)
+        [ "$d" = "${GARBAGE[$i]}" ]
+    done
+    wait "$gc1"
+    # At least one ingest had to wait for the deletion.
+    grep -q 'msg="blob is being collected; ingest retried"' "$BERTH_LOG"
+    for i in 0 1 2; do
+        [ "$(berth content get "${GARBAGE[$i]}")" = "garbage number $i" ]
+    done
+    content_count_is 4
+    # They are roots now: another collection keeps them.
+    berth gc >/dev/null
+    for i in 0 1 2; do
+        [ -f "$(blob_file "${GARBAGE[$i]}")" ]
+    done
+}
+
 @test "kill -9 berth-gc in the middle of a sweep: the restarted gc completes it at startup" {
     start "$(jq -c '.gc.config.max_concurrent_deletes = 1' <<<"$QUIET_GC")"
     make_garbage 40

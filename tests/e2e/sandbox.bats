@@ -111,7 +111,7 @@ assert_sandboxed() { # ID MIN-FILTERS
     [[ $(awk '/^Seccomp:/ {print $2}' /proc/"$BERTH_PID"/status) == 0 ]]
 }
 
-@test "content: execve, mount and ptrace each kill only content (SIGSYS); the core restarts it" {
+@test "content: execve, mount, ptrace and fork (clone without CLONE_THREAD) each kill only content (SIGSYS); the core restarts it" {
     export BERTH_FAILPOINTS="content.sandbox_probe=error"
     start
     head -c 1000000 /dev/urandom >"$BERTH_TEST_DIR/before"
@@ -123,7 +123,7 @@ assert_sandboxed() { # ID MIN-FILTERS
     done
     restarts0=$(plugin_field content restarts)
     n=0
-    for sc in execve mount ptrace; do
+    for sc in execve mount ptrace fork; do
         old=$(plugin_field content pid)
         run berth content abort "sandbox-probe-$sc"
         echo "$sc: $output"

@@ -9,8 +9,15 @@
 #include <sched.h>
 #include <seccomp.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <string.h>
+#include <sys/mount.h>
+#include <sys/ptrace.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
+#include "berth/failpoint.h"
 #include "berth/plugin.h"
 
 static bool listed(const char *const *list, const char *name)
@@ -278,4 +285,92 @@ out:
     berth_log(BERTH_LOG_INFO, "msg=\"sandbox applied\" mode=%s",
               allowlist ? "allowlist" : "denylist");
     return 0;
+}
+
+/* ---- the common confinement and its test probe ---------------------------- */
+
+int berth_plugin_confine(berth_plugin_t *p, unsigned flags, const char *const *extra_allowed,
+                         const char *const *extra_denied, berth_error_t **err)
+{
+    static const char *const never[] = {"execve",   "execveat",         "mount",
+                                        "umount2",  "ptrace",           "process_vm_readv",
+                                        "process_vm_writev", "pivot_root", "chroot",
+                                        "setns",    "unshare",          "fork",
+                                        "vfork",    "kill",             "setsid"};
+    static const char *const sockets[] = {"socket", "socketpair", "connect", "bind",
+                                          "listen", "accept",     "accept4"};
+    const char *denied[64], *allowed[64];
+    size_t nd = 0, na = 0;
+    for (size_t i = 0; i < BERTH_ARRAY_SIZE(never); i++)
+        denied[nd++] = never[i];
+    if (!(flags & BERTH_CONFINE_SOCKETS))
+        for (size_t i = 0; i < BERTH_ARRAY_SIZE(sockets); i++)
+            denied[nd++] = sockets[i];
+    for (size_t i = 0; extra_denied && extra_denied[i]; i++) {
+        if (nd + 1 >= BERTH_ARRAY_SIZE(denied))
+            return berth_error_set(err, BERTH_E_INVALID_ARGUMENT, "sandbox: too many denied calls");
+        denied[nd++] = extra_denied[i];
+    }
+    denied[nd] = NULL;
+    /* The kernel's own resumption of an interrupted nanosleep/poll (after
+     * SIGSTOP/SIGCONT: a debugger, an operator, a test). */
+    allowed[na++] = "restart_syscall";
+    for (size_t i = 0; extra_allowed && extra_allowed[i]; i++) {
+        if (na + 1 >= BERTH_ARRAY_SIZE(allowed))
+            return berth_error_set(err, BERTH_E_INVALID_ARGUMENT,
+                                   "sandbox: too many allowed calls");
+        allowed[na++] = extra_allowed[i];
+    }
+    allowed[na] = NULL;
+    /* Two stacked filters: the kernel applies the strictest verdict of all.
+     * The denylist first, because loading a filter is itself a syscall
+     * (seccomp) that the allowlist does not grant. */
+    if (berth_plugin_sandbox(p, NULL, denied, err) < 0 ||
+        berth_plugin_sandbox(p, allowed, NULL, err) < 0)
+        return berth_error_wrap(err, "%s sandbox", berth_plugin_id(p));
+    return 0;
+}
+
+long berth_sandbox_probe_syscall(const char *what)
+{
+    long rc = -1;
+    errno = EINVAL;
+    if (strcmp(what, "execve") == 0) {
+        char *const argv[] = {"/nonexistent/berth-sandbox-probe", NULL};
+        char *const envp[] = {NULL};
+        rc = execve(argv[0], argv, envp);
+    } else if (strcmp(what, "mount") == 0) {
+        rc = mount("none", "/nonexistent/berth-sandbox-probe", "tmpfs", 0, NULL);
+    } else if (strcmp(what, "ptrace") == 0) {
+        rc = ptrace(PTRACE_PEEKDATA, 0, NULL, NULL);
+    } else if (strcmp(what, "socket") == 0) {
+        rc = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (rc >= 0)
+            close((int)rc);
+    } else if (strcmp(what, "fork") == 0) {
+        /* glibc's fork() is clone(2) without CLONE_THREAD */
+        pid_t pid = fork();
+        if (pid == 0)
+            _exit(0);
+        if (pid > 0)
+            waitpid(pid, NULL, 0);
+        rc = pid > 0 ? 0 : -1;
+    }
+    return rc;
+}
+
+bool berth_req_sandbox_probe(berth_req_t *req, const char *s, size_t len, const char *failpoint)
+{
+    static const char prefix[] = "sandbox-probe-";
+    const size_t np = sizeof(prefix) - 1;
+    if (!s || len <= np || len > np + 16 || memcmp(s, prefix, np) != 0 ||
+        berth_failpoint(failpoint) == 0)
+        return false;
+    char what[17];
+    snprintf(what, sizeof(what), "%.*s", (int)(len - np), s + np);
+    long rc = berth_sandbox_probe_syscall(what);
+    berth_req_failf(req, BERTH_E_FAILED_PRECONDITION,
+                    "sandbox probe %s was not stopped by the sandbox (rc=%ld: %s)", what, rc,
+                    strerror(errno));
+    return true;
 }

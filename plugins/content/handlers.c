@@ -11,9 +11,6 @@
 #include <regex.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/mount.h>
-#include <sys/ptrace.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "berth/failpoint.h"
@@ -370,51 +367,17 @@ static int run_abort(simple_job_t *j, berth_error_t **err)
     return content_ingest_abort(j->cp->store, j->ns, j->s1, err);
 }
 
-/* Test hook (BERTH_FAILPOINTS=content.sandbox_probe=error): `content abort
- * sandbox-probe-SYSCALL` makes that forbidden syscall (execve, mount,
- * ptrace or fork) on the loop thread, so tests/e2e/sandbox.bats can prove that the
- * seccomp filter kills this process with SIGSYS and that the core restarts
- * it. The arguments are harmless: without a sandbox the call just fails and
- * the request says so. content.abort is not idempotent, so the core does not
- * re-send the fatal request to the restarted instance. */
-static bool sandbox_probe(berth_req_t *r, const char *ref)
-{
-    static const char prefix[] = "sandbox-probe-";
-    if (strncmp(ref, prefix, sizeof(prefix) - 1) != 0 ||
-        berth_failpoint("content.sandbox_probe") == 0)
-        return false;
-    const char *what = ref + sizeof(prefix) - 1;
-    int rc = -1;
-    errno = EINVAL;
-    if (strcmp(what, "execve") == 0) {
-        char *const argv[] = {"/nonexistent/berth-sandbox-probe", NULL};
-        char *const envp[] = {NULL};
-        rc = execve(argv[0], argv, envp);
-    } else if (strcmp(what, "mount") == 0) {
-        rc = mount("none", "/nonexistent/berth-sandbox-probe", "tmpfs", 0, NULL);
-    } else if (strcmp(what, "ptrace") == 0) {
-        rc = (int)ptrace(PTRACE_PEEKDATA, 0, NULL, NULL);
-    } else if (strcmp(what, "fork") == 0) {
-        /* glibc's fork() is clone(2) without CLONE_THREAD */
-        pid_t pid = fork();
-        if (pid == 0)
-            _exit(0);
-        if (pid > 0)
-            waitpid(pid, NULL, 0);
-        rc = pid > 0 ? 0 : -1;
-    }
-    berth_req_failf(r, BERTH_E_FAILED_PRECONDITION,
-                    "sandbox probe %s was not stopped by the sandbox (rc=%d: %s)", what, rc,
-                    strerror(errno));
-    return true;
-}
-
 static void handle_abort(berth_req_t *r, const msgpack_object *params)
 {
     char *ref = NULL;
     if (req_str(r, params, "ref", &ref) < 0)
         return;
-    if (sandbox_probe(r, ref)) {
+    /* Test hook (BERTH_FAILPOINTS=content.sandbox_probe=error): `content
+     * abort sandbox-probe-SYSCALL` makes that forbidden syscall, so
+     * tests/e2e/sandbox.bats can prove that seccomp kills this process and
+     * the core restarts it. content.abort is neither idempotent nor replay:
+     * the core does not re-send the fatal request. */
+    if (berth_req_sandbox_probe(r, ref, strlen(ref), "content.sandbox_probe")) {
         free(ref);
         return;
     }

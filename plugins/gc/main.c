@@ -112,9 +112,7 @@ static void sandbox_probe(void)
 {
     if (berth_failpoint("gc.sandbox_probe") == 0)
         return;
-    char *const argv[] = {"/nonexistent/berth-sandbox-probe", NULL};
-    char *const envp[] = {NULL};
-    execve(argv[0], argv, envp);
+    berth_sandbox_probe_syscall("execve");
     berth_log(BERTH_LOG_ERROR,
               "msg=\"sandbox probe execve was not stopped by the sandbox\" err=\"%s\"",
               strerror(errno));
@@ -225,22 +223,13 @@ void gc_subscribe(gc_t *g)
  * anything else kills); the kernel applies the strictest verdict. */
 static int gc_sandbox(berth_plugin_t *p, berth_error_t **err)
 {
-    static const char *const extra[] = {"restart_syscall", NULL};
+    /* no file changes: deletion is asked of content and snapshot-overlay */
     static const char *const denied[] = {
-        "execve", "execveat", "mount", "umount2", "ptrace", "process_vm_readv", "process_vm_writev",
-        "pivot_root", "chroot", "setns", "unshare", "fork", "vfork", "socket", "socketpair",
-        "connect", "bind", "listen", "accept", "accept4", "kill", "setsid",
-        /* no file changes */
         "unlink", "unlinkat", "rename", "renameat", "renameat2", "mkdir", "mkdirat", "rmdir",
         "link", "linkat", "symlink", "symlinkat", "chmod", "fchmod", "fchmodat", "chown", "fchown",
         "fchownat", "lchown", "truncate", "ftruncate", "fallocate", "utimensat", "copy_file_range",
         "sendfile", "splice", NULL};
-    /* Denylist first: loading a filter is itself a syscall (seccomp) that
-     * the allowlist does not grant, so the allowlist must come last. */
-    if (berth_plugin_sandbox(p, NULL, denied, err) < 0 ||
-        berth_plugin_sandbox(p, extra, NULL, err) < 0)
-        return berth_error_wrap(err, "gc sandbox");
-    return 0;
+    return berth_plugin_confine(p, 0, NULL, denied, err);
 }
 
 static int gc_init(berth_plugin_t *p, berth_error_t **err)

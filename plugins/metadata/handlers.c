@@ -7,9 +7,6 @@
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/mount.h>
-#include <sys/ptrace.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include "berth/failpoint.h"
@@ -326,49 +323,17 @@ FN(r_ns_list, meta_ns_list(tx, err))
 FN(w_ns_update, meta_ns_update(tx, j->s1, j->o1, j->o2, err))
 FN(w_ns_delete, meta_ns_delete(tx, j->s1, err))
 
-/* Test hook (BERTH_FAILPOINTS=metadata.sandbox_probe=error): `namespaces
- * create sandbox-probe-SYSCALL` makes that forbidden syscall (execve, mount,
- * ptrace or socket) on the loop thread, so tests/e2e/sandbox.bats can prove
- * that the seccomp filter kills this process with SIGSYS and that the core
- * restarts it. The arguments are harmless: without a sandbox the call just
- * fails (or the socket is closed) and the request says so. The test sends
- * it without a request_id (berth-rpctool, not the CLI), so the core does not
- * re-send the fatal request to the restarted instance. */
-static bool sandbox_probe(berth_req_t *req, const msgpack_object *params)
-{
-    static const char prefix[] = "sandbox-probe-";
-    const msgpack_object *name = berth_mp_get(params, "name");
-    if (!name || name->type != MSGPACK_OBJECT_STR || name->via.str.size < sizeof(prefix) - 1 ||
-        name->via.str.size > 40 || memcmp(name->via.str.ptr, prefix, sizeof(prefix) - 1) != 0 ||
-        berth_failpoint("metadata.sandbox_probe") == 0)
-        return false;
-    char what[40];
-    snprintf(what, sizeof(what), "%.*s", (int)(name->via.str.size - (sizeof(prefix) - 1)),
-             name->via.str.ptr + sizeof(prefix) - 1);
-    long rc = -1;
-    errno = EINVAL;
-    if (strcmp(what, "execve") == 0) {
-        char *const argv[] = {"/nonexistent/berth-sandbox-probe", NULL};
-        char *const envp[] = {NULL};
-        rc = execve(argv[0], argv, envp);
-    } else if (strcmp(what, "mount") == 0) {
-        rc = mount("none", "/nonexistent/berth-sandbox-probe", "tmpfs", 0, NULL);
-    } else if (strcmp(what, "ptrace") == 0) {
-        rc = ptrace(PTRACE_PEEKDATA, 0, NULL, NULL);
-    } else if (strcmp(what, "socket") == 0) {
-        rc = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        if (rc >= 0)
-            close((int)rc);
-    }
-    berth_req_failf(req, BERTH_E_FAILED_PRECONDITION,
-                    "sandbox probe %s was not stopped by the sandbox (rc=%ld: %s)", what, rc,
-                    strerror(errno));
-    return true;
-}
-
 static void h_ns_create(berth_req_t *req, const msgpack_object *params)
 {
-    if (sandbox_probe(req, params))
+    /* Test hook (BERTH_FAILPOINTS=metadata.sandbox_probe=error): a
+     * namespace named sandbox-probe-SYSCALL makes that forbidden syscall
+     * (tests/e2e/sandbox.bats). The test sends it without a request_id
+     * (berth-rpctool, not the CLI): namespaces.create is replay, and a
+     * re-sent probe would kill every restarted instance. */
+    const msgpack_object *probe = berth_mp_get(params, "name");
+    if (probe && probe->type == MSGPACK_OBJECT_STR &&
+        berth_req_sandbox_probe(req, probe->via.str.ptr, probe->via.str.size,
+                                "metadata.sandbox_probe"))
         return;
     meta_job_t *j = job3(berth_req_plugin(req), req, params, "name", true, NULL, 0, NULL, 0);
     if (!j)

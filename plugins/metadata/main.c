@@ -88,22 +88,7 @@ static int w_start(meta_tx_t *tx, void *a, berth_error_t **err)
  * (and the SDK loads them with TSYNC anyway). */
 static int meta_sandbox(berth_plugin_t *p, berth_error_t **err)
 {
-    /* restart_syscall: the kernel's own resumption of an interrupted
-     * nanosleep/poll (after SIGSTOP/SIGCONT, e.g. a debugger or a test). */
-    static const char *const extra[] = {"restart_syscall", NULL};
-    static const char *const denied[] = {/* never needed: the list, kept explicit here */
-                                         "execve", "execveat", "mount", "umount2", "ptrace",
-                                         "process_vm_readv", "process_vm_writev", "pivot_root",
-                                         "chroot", "setns", "unshare", "fork", "vfork",
-                                         /* allowed by the SDK base set, not used after init */
-                                         "socket", "socketpair", "connect", "bind", "listen",
-                                         "accept", "accept4", "kill", "setsid", NULL};
-    /* Denylist first: loading a filter is itself a syscall (seccomp) that
-     * the allowlist does not grant, so the allowlist must come last. */
-    if (berth_plugin_sandbox(p, NULL, denied, err) < 0 ||
-        berth_plugin_sandbox(p, extra, NULL, err) < 0)
-        return berth_error_wrap(err, "metadata sandbox");
-    return 0;
+    return berth_plugin_confine(p, 0, NULL, NULL, err);
 }
 
 static int meta_init(berth_plugin_t *p, berth_error_t **err)

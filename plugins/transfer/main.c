@@ -12,8 +12,6 @@
 #include <malloc.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/mount.h>
-#include <sys/ptrace.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -128,45 +126,16 @@ static const xfer_archive_impl_t *archive_get(berth_req_t *r)
         if (im)                                                                                    \
             ((const __typeof__(*get(r)) *)im)->field(r, params);                                   \
     }
-/* Test hook (BERTH_FAILPOINTS=transfer.sandbox_probe=error): `images.pull
- * {ref: "sandbox-probe-SYSCALL"}` (sent raw: the CLI would normalize the
- * ref) makes that forbidden syscall (execve, mount or ptrace) on the loop
- * thread, so tests/e2e/sandbox.bats can prove that the seccomp filter kills
- * this process with SIGSYS and that the core restarts it. The arguments are
- * harmless: without a sandbox the call just fails and the request says so.
- * images.pull is neither idempotent nor replay, so the core does not re-send
- * the fatal request to the restarted instance. */
-static bool sandbox_probe(berth_req_t *r, const msgpack_object *params)
-{
-    static const char prefix[] = "sandbox-probe-";
-    const msgpack_object *ref = berth_mp_get(params, "ref");
-    if (!ref || ref->type != MSGPACK_OBJECT_STR || ref->via.str.size < sizeof(prefix) - 1 ||
-        ref->via.str.size > 40 || memcmp(ref->via.str.ptr, prefix, sizeof(prefix) - 1) != 0 ||
-        berth_failpoint("transfer.sandbox_probe") == 0)
-        return false;
-    char what[40];
-    snprintf(what, sizeof(what), "%.*s", (int)(ref->via.str.size - (sizeof(prefix) - 1)),
-             ref->via.str.ptr + sizeof(prefix) - 1);
-    long rc = -1;
-    errno = EINVAL;
-    if (strcmp(what, "execve") == 0) {
-        char *const argv[] = {"/nonexistent/berth-sandbox-probe", NULL};
-        char *const envp[] = {NULL};
-        rc = execve(argv[0], argv, envp);
-    } else if (strcmp(what, "mount") == 0) {
-        rc = mount("none", "/nonexistent/berth-sandbox-probe", "tmpfs", 0, NULL);
-    } else if (strcmp(what, "ptrace") == 0) {
-        rc = ptrace(PTRACE_PEEKDATA, 0, NULL, NULL);
-    }
-    berth_req_failf(r, BERTH_E_FAILED_PRECONDITION,
-                    "sandbox probe %s was not stopped by the sandbox (rc=%ld: %s)", what, rc,
-                    strerror(errno));
-    return true;
-}
-
 static void fwd_pull(berth_req_t *r, const msgpack_object *params)
 {
-    if (sandbox_probe(r, params))
+    /* Test hook (BERTH_FAILPOINTS=transfer.sandbox_probe=error): `images.pull
+     * {ref: "sandbox-probe-SYSCALL"}` (sent raw: the CLI would normalize the
+     * ref) makes that forbidden syscall (tests/e2e/sandbox.bats).
+     * images.pull is neither idempotent nor replay: not re-sent. */
+    const msgpack_object *probe = berth_mp_get(params, "ref");
+    if (probe && probe->type == MSGPACK_OBJECT_STR &&
+        berth_req_sandbox_probe(r, probe->via.str.ptr, probe->via.str.size,
+                                "transfer.sandbox_probe"))
         return;
     const xfer_impl_t *im = impl_get(r);
     if (im)
@@ -204,21 +173,9 @@ static const char *const requires[] = {"content", "metadata", NULL};
 static int xfer_sandbox(berth_plugin_t *p, berth_error_t **err)
 {
     /* sendmmsg: glibc's resolver sends the A and AAAA queries in one call.
-     * restart_syscall: the kernel's own resumption of an interrupted
-     * nanosleep/poll (after SIGSTOP/SIGCONT, e.g. a debugger or a test). */
-    static const char *const extra[] = {"sendmmsg", "restart_syscall", NULL};
-    static const char *const denied[] = {/* never needed: the list, kept explicit here */
-                                         "execve", "execveat", "mount", "umount2", "ptrace",
-                                         "process_vm_readv", "process_vm_writev", "pivot_root",
-                                         "chroot", "setns", "unshare", "fork", "vfork",
-                                         /* allowed by the SDK base set, not used */
-                                         "kill", "setsid", NULL};
-    /* Denylist first: loading a filter is itself a syscall (seccomp) that
-     * the allowlist does not grant, so the allowlist must come last. */
-    if (berth_plugin_sandbox(p, NULL, denied, err) < 0 ||
-        berth_plugin_sandbox(p, extra, NULL, err) < 0)
-        return berth_error_wrap(err, "transfer sandbox");
-    return 0;
+     * Sockets stay: registries and DNS. */
+    static const char *const extra[] = {"sendmmsg", NULL};
+    return berth_plugin_confine(p, BERTH_CONFINE_SOCKETS, extra, NULL, err);
 }
 
 static int xfer_init(berth_plugin_t *p, berth_error_t **err)

@@ -94,6 +94,36 @@ void berth_plugin_stop(berth_plugin_t *p);
 int berth_plugin_sandbox(berth_plugin_t *p, const char *const *extra_syscalls,
                          const char *const *denied, berth_error_t **err);
 
+/** Flags of berth_plugin_confine(). */
+enum {
+    /** Keep socket, socketpair, connect, bind, listen, accept, accept4 (a
+     * plugin that talks to registries); without it only the fd the core gave
+     * and fds opened before can be used. */
+    BERTH_CONFINE_SOCKETS = 1u << 0,
+};
+
+/** The sandbox of a plugin that runs no programs (docs/security.md): first a
+ * denylist of what none needs — execve, execveat, fork, vfork and any clone
+ * that is not a thread, mount, umount2, ptrace, process_vm_readv/writev,
+ * pivot_root, chroot, setns, unshare, kill, setsid, the socket calls unless
+ * BERTH_CONFINE_SOCKETS — plus `extra_denied`, then the allowlist: the SDK
+ * base set, restart_syscall and `extra_allowed`. Both lists NULL-terminated
+ * or NULL. Call it at the end of init. */
+int berth_plugin_confine(berth_plugin_t *p, unsigned flags, const char *const *extra_allowed,
+                         const char *const *extra_denied, berth_error_t **err);
+
+/** Test hook for the sandbox tests: when `s` (`len` bytes) is
+ * "sandbox-probe-SYSCALL" and the failpoint named `failpoint` is armed with
+ * `error`, makes that syscall (execve, mount, ptrace, socket or fork) with
+ * harmless arguments on the calling thread, answers `req` with
+ * failed_precondition "sandbox probe SYSCALL was not stopped by the
+ * sandbox" (reached only if the call was allowed) and returns true; else
+ * returns false and does nothing. */
+bool berth_req_sandbox_probe(berth_req_t *req, const char *s, size_t len, const char *failpoint);
+/** The syscall part of the above, for probes not tied to a request: returns
+ * the call's result (-1 and errno when it failed or `what` is unknown). */
+long berth_sandbox_probe_syscall(const char *what);
+
 /* ---- requests served by this plugin ------------------------------------ */
 
 berth_plugin_t *berth_req_plugin(berth_req_t *r);

@@ -1159,6 +1159,9 @@ static void process_index(pull_t *pl, const xfer_desc_t *d, xfer_doc_t *doc, con
             continue;
         if (!xfer_mt_is_manifest(c->media_type) && !xfer_mt_is_index(c->media_type))
             continue; /* attestations and other artifacts */
+        /* BuildKit's attestation manifests say unknown/unknown: not images. */
+        if (!is_best && c->has_platform && strcmp(c->platform.os, "unknown") == 0)
+            continue;
         if (c->size > XFER_MAX_MANIFEST) {
             failf(pl, BERTH_E_RESOURCE_EXHAUSTED,
                   "manifest %s of %" PRIu64 " bytes is over the "
@@ -1172,7 +1175,11 @@ static void process_index(pull_t *pl, const xfer_desc_t *d, xfer_doc_t *doc, con
         labels[2 * nl] = k;
         labels[2 * nl + 1] = c->digest;
         nl++;
-        fetch_child(pl, c, depth + 1, is_best && pl->unpack);
+        /* With --all-platforms every Linux image is unpacked, as ctr does
+         * (its layers are only files: running them needs the CPU, unpacking
+         * does not); another OS's layers are fetched, not unpacked. */
+        bool unpack_it = is_best || (c->has_platform && strcmp(c->platform.os, "linux") == 0);
+        fetch_child(pl, c, depth + 1, unpack_it && pl->unpack);
     }
     if (!pl->failed)
         write_doc(pl, "index", d, data, len, labels, nl, item);

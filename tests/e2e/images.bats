@@ -26,6 +26,8 @@ setup_file() {
     export REG_B=$REG REG_B_PID=$REG_PID REG_B_DIR=$REG_DIR
     registry_build_image "$FIX/a" 3
     REG=$REG_A registry_push "$FIX/a" busybox:1
+    registry_build_multi "$FIX/multi"
+    REG=$REG_A registry_push_multi "$FIX/multi" multi:1
     # Fresh digests for the fault tests (tar mtimes differ per build).
     registry_build_image "$FIX/bad" 2
     registry_build_image "$FIX/flaky" 2
@@ -331,6 +333,35 @@ ctr_() { ctr -a "$CTRD/c.sock" "$@"; }
     [[ $output == *"complete"*"true"* ]]
     run berth -n authns images pull --plain-http "$FAKE2/auth/img:1"
     [ "$status" -eq 0 ] || { echo "$output"; false; }
+}
+
+@test "a multi-platform index: this platform by default; --all-platforms fetches and unpacks every Linux image, never an attestation" {
+    snaps() { berth -n "$1" snapshots ls --format json | jq 'length'; }
+    run berth -n mp1 images pull --plain-http "$REG_A/multi:1"
+    [ "$status" -eq 0 ] || { echo "$output"; false; }
+    [ "$(snaps mp1)" -eq 2 ]
+    run berth -n mp1 images check
+    [[ $output == *"$REG_A/multi:1"*"complete"*"true"* ]]
+    # The arm64 image's own layer was not fetched.
+    arm=$(jq -r '.manifests[] | select(.annotations["org.opencontainers.image.ref.name"] == "arm64") | .digest' "$FIX/multi/index.json")
+    top=$(jq -r '.layers[-1].digest' "$FIX/multi/blobs/sha256/${arm#sha256:}")
+    run berth -n mp1 content ls -q
+    [[ $output != *"$top"* ]]
+
+    run berth -n mp2 images pull --plain-http --all-platforms "$REG_A/multi:1"
+    [ "$status" -eq 0 ] || { echo "$output"; false; }
+    # 2 shared layers + arm64's third: 3 snapshots; the in-toto layer of the
+    # attestation manifest was neither fetched nor (fatally) unpacked.
+    [ "$(snaps mp2)" -eq 3 ]
+    run berth -n mp2 content ls -q
+    [[ $output == *"$top"* ]]
+    # The index's entries, as ctr's PLATFORMS column lists them.
+    run berth -n mp2 images ls --format json
+    jq -e '.[0].platforms | sort == ["linux/amd64", "linux/arm64", "unknown/unknown"]' <<<"$output"
+    run berth -n mp2 images check
+    [[ $output == *"$REG_A/multi:1"*"complete"*"true"* ]]
+    berth -n mp1 images rm --sync "$REG_A/multi:1" >/dev/null
+    berth -n mp2 images rm --sync "$REG_A/multi:1" >/dev/null
 }
 
 @test "platform selection errors name the platform" {

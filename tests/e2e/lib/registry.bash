@@ -124,6 +124,27 @@ registry_build_image() {
     rm -rf "$b"
 }
 
+# registry_build_multi DIR: an OCI layout whose tag `multi` is an image index
+# of linux/amd64 (2 layers), linux/arm64 (the same 2 layers and a third of its
+# own) and a BuildKit-style attestation manifest (unknown/unknown). Push it
+# with registry_push_multi.
+registry_build_multi() {
+    local dir=$1 b
+    registry_build_image "$dir" 2
+    b=$(mktemp -d /tmp/berth-imgbuild.XXXXXX)
+    umoci unpack --rootless --image "$dir:t" "$b/bundle" >/dev/null
+    echo arm64 >"$b/bundle/rootfs/etc/arch"
+    umoci repack --image "$dir:arm64" "$b/bundle" >/dev/null
+    umoci config --image "$dir:arm64" --architecture arm64 >/dev/null
+    umoci tag --image "$dir:t" amd64 >/dev/null
+    rm -rf "$b"
+    python3 "$(dirname "${BASH_SOURCE[0]}")/../tools/mk_multi_index.py" "$dir"
+}
+
+registry_push_multi() {
+    skopeo copy -q --all --dest-tls-verify=false "oci:$1:multi" "docker://$REG/$2" >/dev/null
+}
+
 registry_push() {
     skopeo copy -q --dest-tls-verify=false "oci:$1:t" "docker://$REG/$2" >/dev/null
 }

@@ -43,6 +43,21 @@ start_echo() {
     berth_start_daemon "{$NO_REAL_PLUGINS, \"echo\": {}, \"pyecho\": {\"path\": \"$PYECHO\"} ${1:-}}"
 }
 
+# call_killing_echo METHOD PARAMS OUT [WAIT-CMD...]: calls METHOD in the
+# background (output to OUT), kills the echo plugin once WAIT-CMD succeeds
+# (default: after 0.3 s) and sets CALL_RC to the call's exit status.
+call_killing_echo() {
+    local method=$1 params=$2 out=$3
+    shift 3
+    berth_rpc call "$method" "$params" >"$out" 2>&1 &
+    BG_PID=$!
+    if (($#)); then berth_wait_for 5 "$@"; else sleep 0.3; fi
+    kill -9 "$(berth_plugin_pid echo)"
+    CALL_RC=0
+    wait "$BG_PID" || CALL_RC=$?
+    BG_PID=
+}
+
 plugin_field() { # ID FIELD
     berth_rpc call plugins.list "{\"id\": \"$1\"}" | jq -r ".plugins[0].$2"
 }
@@ -160,14 +175,8 @@ plugin_field() { # ID FIELD
 
 @test "a non-idempotent request in flight when its plugin dies gets unavailable" {
     start_echo
-    berth_rpc call echo.sleep '{"ms": 20000}' >"$BERTH_TEST_DIR/sleep.out" 2>&1 &
-    BG_PID=$!
-    sleep 0.3
-    kill -9 "$(berth_plugin_pid echo)"
-    rc=0
-    wait "$BG_PID" || rc=$?
-    BG_PID=
-    [ "$rc" -eq 1 ]
+    call_killing_echo echo.sleep '{"ms": 20000}' "$BERTH_TEST_DIR/sleep.out"
+    [ "$CALL_RC" -eq 1 ]
     grep -q "unavailable: plugin echo restarted while handling echo.sleep; it may have been partly applied" "$BERTH_TEST_DIR/sleep.out"
     berth_wait_for 5 berth_rpc call echo.pid
 }
@@ -176,21 +185,14 @@ plugin_field() { # ID FIELD
     start_echo
     out=$BERTH_TEST_DIR/rec.out
     # Killed before the change: the restarted instance applies it.
-    berth_rpc call echo.record '{"key": "a", "request_id": "r-1", "delay_ms": 1500}' >"$out" 2>&1 &
-    BG_PID=$!
-    sleep 0.3
-    kill -9 "$(berth_plugin_pid echo)"
-    wait "$BG_PID"
-    BG_PID=
+    call_killing_echo echo.record '{"key": "a", "request_id": "r-1", "delay_ms": 1500}' "$out"
+    [ "$CALL_RC" -eq 0 ]
     [[ $(jq -r .records "$out") == 1 && $(jq -r .replayed "$out") == false ]]
     # Killed after the change, before the answer: the restarted instance
     # answers from the record; nothing is applied twice.
-    berth_rpc call echo.record '{"key": "b", "request_id": "r-2", "after_ms": 5000}' >"$out" 2>&1 &
-    BG_PID=$!
-    berth_wait_for 5 grep -q 'record stored; waiting before the answer" name=rid-r-2' "$BERTH_LOG"
-    kill -9 "$(berth_plugin_pid echo)"
-    wait "$BG_PID"
-    BG_PID=
+    call_killing_echo echo.record '{"key": "b", "request_id": "r-2", "after_ms": 5000}' "$out" \
+        grep -q 'record stored; waiting before the answer" name=rid-r-2' "$BERTH_LOG"
+    [ "$CALL_RC" -eq 0 ]
     [[ $(jq -r .records "$out") == 2 && $(jq -r .replayed "$out") == true ]]
     [[ $(plugin_field echo restarts) == 2 ]]
     # The same request_id again later: the recorded answer, still 2 records.
@@ -198,26 +200,14 @@ plugin_field() { # ID FIELD
     [[ $(jq -r .records <<<"$output") == 2 && $(jq -r .replayed <<<"$output") == true ]]
     # Without a request_id the core cannot know: unavailable, as for any
     # non-idempotent request.
-    berth_rpc call echo.record '{"key": "c", "delay_ms": 1500}' >"$out" 2>&1 &
-    BG_PID=$!
-    sleep 0.3
-    kill -9 "$(berth_plugin_pid echo)"
-    rc=0
-    wait "$BG_PID" || rc=$?
-    BG_PID=
-    [ "$rc" -eq 1 ]
+    call_killing_echo echo.record '{"key": "c", "delay_ms": 1500}' "$out"
+    [ "$CALL_RC" -eq 1 ]
     grep -q "unavailable: plugin echo restarted while handling echo.record" "$out"
     # A request_id on a method that does not deduplicate (not `replay`) is
     # not a licence to re-send it.
     berth_wait_for 5 berth_rpc call echo.pid
-    berth_rpc call echo.sleep '{"ms": 20000, "request_id": "s-1"}' >"$out" 2>&1 &
-    BG_PID=$!
-    sleep 0.3
-    kill -9 "$(berth_plugin_pid echo)"
-    rc=0
-    wait "$BG_PID" || rc=$?
-    BG_PID=
-    [ "$rc" -eq 1 ]
+    call_killing_echo echo.sleep '{"ms": 20000, "request_id": "s-1"}' "$out"
+    [ "$CALL_RC" -eq 1 ]
     grep -q "unavailable: plugin echo restarted while handling echo.sleep" "$out"
 }
 

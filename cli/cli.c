@@ -4,12 +4,12 @@
  * durations, labels, and the subcommand dispatcher used by every group. */
 #include <errno.h>
 #include <getopt.h>
-#include <sys/random.h>
 #include <inttypes.h>
 #include <math.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <string.h>
+#include <sys/random.h>
 #include <time.h>
 
 #include "berth/log.h"
@@ -196,6 +196,7 @@ const msgpack_object *cli_call(const char *method, berth_mpbuf_t *params,
 
 struct cli_table_s {
     int ncols;
+    unsigned style; /* CLI_TABLE_* */
     size_t nrows, cap;
     char **cells; /* nrows * ncols, row 0 = headers */
 };
@@ -254,16 +255,39 @@ static size_t text_width(const char *s)
     return n;
 }
 
+void cli_table_style(cli_table_t *t, unsigned flags)
+{
+    t->style = flags;
+}
+
+void cli_table_free(cli_table_t *t)
+{
+    if (!t)
+        return;
+    for (size_t i = 0; i < t->nrows * (size_t)t->ncols; i++)
+        free(t->cells[i]);
+    free(t->cells);
+    free(t);
+}
+
 /* Like ctr's tabwriter.NewWriter(w, 1, 8, 1, ' ', 0) with every cell
  * terminated by a tab: each column is as wide as its widest cell plus one
- * space, the last one included. */
+ * space, the last one included. CLI_TABLE_TABS pads with tabs instead
+ * (padchar '\t': the column width rounded up to a multiple of 8), and the
+ * OPEN_LAST styles leave the last cell unterminated, so it is printed as
+ * it is and does not count for the column's width. */
 void cli_table_print(cli_table_t *t, FILE *out)
 {
     size_t *w = calloc((size_t)t->ncols, sizeof(size_t));
     if (!w)
         cli_die("out of memory");
+    int last = t->ncols - 1;
     for (size_t r = 0; r < t->nrows; r++)
         for (int c = 0; c < t->ncols; c++) {
+            bool open = c == last && ((t->style & CLI_TABLE_OPEN_LAST) ||
+                                      (r > 0 && (t->style & CLI_TABLE_OPEN_LAST_ROWS)));
+            if (open)
+                continue;
             size_t tw = text_width(t->cells[r * (size_t)t->ncols + (size_t)c]);
             if (tw > w[c])
                 w[c] = tw;
@@ -271,9 +295,20 @@ void cli_table_print(cli_table_t *t, FILE *out)
     for (size_t r = 0; r < t->nrows; r++) {
         for (int c = 0; c < t->ncols; c++) {
             const char *s = t->cells[r * (size_t)t->ncols + (size_t)c];
+            bool open = c == last && ((t->style & CLI_TABLE_OPEN_LAST) ||
+                                      (r > 0 && (t->style & CLI_TABLE_OPEN_LAST_ROWS)));
             fputs(s, out);
-            for (size_t pad = w[c] + 1 - text_width(s); pad > 0; pad--)
-                fputc(' ', out);
+            if (!open) {
+                size_t cellw = w[c] + 1, textw = text_width(s);
+                if (t->style & CLI_TABLE_TABS) {
+                    cellw = (cellw + 7) / 8 * 8;
+                    for (size_t n = (cellw - textw + 7) / 8; n > 0; n--)
+                        fputc('\t', out);
+                } else {
+                    for (size_t pad = cellw - textw; pad > 0; pad--)
+                        fputc(' ', out);
+                }
+            }
             free(t->cells[r * (size_t)t->ncols + (size_t)c]);
         }
         fputc('\n', out);
@@ -612,6 +647,38 @@ const char *cli_human_size(uint64_t n)
     return b;
 }
 
+const char *cli_bytes(uint64_t n)
+{
+    /* containerd's progress.Bytes: units.CustomSize("%02.1f %s", size,
+     * 1024, {B, KiB, ...}). */
+    static const char *const units[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
+    char *b = rot_buf();
+    double v = (double)n;
+    size_t i = 0;
+    while (v >= 1024.0 && i < BERTH_ARRAY_SIZE(units) - 1) {
+        v /= 1024.0;
+        i++;
+    }
+    snprintf(b, 64, "%.1f %s", v, units[i]);
+    return b;
+}
+
+const char *cli_human_size_si(uint64_t n)
+{
+    /* go-units HumanSize: HumanSizeWithPrecision(size, 4), i.e. "%.4g%s"
+     * in base 1000 (Go's %g trims trailing zeros, like C's). */
+    static const char *const units[] = {"B", "kB", "MB", "GB", "TB", "PB", "EB"};
+    char *b = rot_buf();
+    double v = (double)n;
+    size_t i = 0;
+    while (v >= 1000.0 && i < BERTH_ARRAY_SIZE(units) - 1) {
+        v /= 1000.0;
+        i++;
+    }
+    snprintf(b, 64, "%.4g%s", v, units[i]);
+    return b;
+}
+
 const char *cli_human_duration(uint64_t ns)
 {
     /* docker/go-units HumanDuration, which ctr prints for ages. */
@@ -670,6 +737,27 @@ const char *cli_rfc3339(int64_t ts_ns)
     struct tm tm;
     gmtime_r(&s, &tm);
     strftime(b, 64, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    return b;
+}
+
+const char *cli_rfc3339_nano(int64_t ts_ns)
+{
+    char *b = rot_buf();
+    time_t s;
+    long nsec;
+    split_ns(ts_ns, &s, &nsec);
+    struct tm tm;
+    gmtime_r(&s, &tm);
+    size_t n = strftime(b, 64, "%Y-%m-%dT%H:%M:%S", &tm);
+    if (nsec) {
+        /* Go's ".999999999": trailing zeros trimmed. */
+        char frac[16];
+        snprintf(frac, sizeof(frac), "%09ld", nsec);
+        for (int i = 8; i > 0 && frac[i] == '0'; i--)
+            frac[i] = 0;
+        n += (size_t)snprintf(b + n, 64 - n, ".%s", frac);
+    }
+    snprintf(b + n, 64 - n, "Z");
     return b;
 }
 

@@ -131,3 +131,35 @@ int cli_label_split(const char *kv, size_t *klen, const char **val);
  * (it returned '?' or ':') as `berth: unknown flag --x for "berth CMD"; run
  * `berth CMD --help`` and exits 1. `cmd` is e.g. "plugins ls". */
 void cli_flag_error(const char *cmd, int ret, char **argv) __attribute__((noreturn));
+
+/* ---- Additions for ctr-compatible listings (additive) ---- */
+
+/** Table layouts of ctr's tabwriters other than the default (spaces, every
+ * cell padded, the last one included). */
+enum {
+    /** Pad with tabs to multiples of 8 columns, like ctr's
+     * tabwriter.NewWriter(w, 1, 8, 1, '\t', 0) (`content ls`, `content
+     * active`): `cut -f` works on the output. */
+    CLI_TABLE_TABS = 1u << 0,
+    /** The last column is printed as it is, unpadded, in every line (ctr
+     * writes no tab after it: `content ls`). */
+    CLI_TABLE_OPEN_LAST = 1u << 1,
+    /** Only the rows' last cell is unpadded; the header's is padded (ctr's
+     * `images check`). */
+    CLI_TABLE_OPEN_LAST_ROWS = 1u << 2,
+};
+void cli_table_style(cli_table_t *t, unsigned flags);
+/** Frees a table without printing it. */
+void cli_table_free(cli_table_t *t);
+
+/** Sizes as ctr's progress.Bytes prints them in `images ls`, `images check`
+ * and `snapshots usage`: "%.1f UNIT" in base 1024, bytes included ("301.0 B",
+ * "1.0 MiB"). Static buffer rotated among 8 slots. */
+const char *cli_bytes(uint64_t n);
+/** Sizes as go-units HumanSize prints them in ctr's `content ls` and
+ * `content active`: 4 significant digits, base 1000 ("366B", "1.084MB").
+ * Static buffer rotated among 8 slots. */
+const char *cli_human_size_si(uint64_t n);
+/** RFC3339 with nanoseconds, trailing zeros trimmed, UTC (Go's
+ * RFC3339Nano, as ctr's JSON shows times). Static buffer rotated among 8. */
+const char *cli_rfc3339_nano(int64_t ts_ns);

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "main_table.h"
 
 #define INGEST_CHUNK (1u << 20) /* the protocol's largest bin chunk */
 
@@ -28,7 +29,6 @@ static bool parse_u64_arg(const char *s, uint64_t *out)
     return true;
 }
 
-/* Parses [-q] [--format F] for listing commands; returns optind. */
 /* ---- ls ------------------------------------------------------------------ */
 
 static int content_ls(int argc, char **argv)
@@ -63,18 +63,40 @@ static int content_ls(int argc, char **argv)
         }
         return 0;
     }
+    /* ctr's layout: tab-padded, the LABELS column unpadded, sizes as
+     * go-units prints them ("366B", "1.084MB"). */
     cli_table_t *t = cli_table_new(4, "DIGEST", "SIZE", "AGE", "LABELS");
+    cli_table_style(t, CLI_TABLE_TABS | CLI_TABLE_OPEN_LAST);
     for (uint32_t i = 0; i < n; i++) {
         const msgpack_object *info = &infos->via.array.ptr[i];
         _cleanup_free_ char *d = cli_str(info, "digest");
         int64_t created = 0;
         berth_mp_get_i64(info, "created_at", &created, NULL);
-        cli_table_row(t, d, cli_human_size(cli_u64(info, "size")),
+        cli_table_row(t, d, cli_human_size_si(cli_u64(info, "size")),
                       created ? cli_human_age(created) : "-",
                       cli_labels_str(berth_mp_get(info, "labels")));
     }
     cli_table_print(t, stdout);
     return 0;
+}
+
+/* ---- fetch --------------------------------------------------------------- */
+
+/* ctr has `content fetch`; berth's is `images fetch`: the same command. */
+static int content_fetch(int argc, char **argv)
+{
+    if (!cmd_images)
+        cli_die("command images is not available in this build");
+    char **av = calloc((size_t)argc + 2, sizeof(char *));
+    if (!av)
+        cli_die("out of memory");
+    av[0] = "images";
+    av[1] = "fetch";
+    for (int i = 1; i < argc; i++)
+        av[i + 1] = argv[i];
+    int rc = cmd_images(argc + 1, av);
+    free(av);
+    return rc;
 }
 
 /* ---- get ----------------------------------------------------------------- */
@@ -364,8 +386,8 @@ static int content_ingest(int argc, char **argv)
 
 static int content_active(int argc, char **argv)
 {
-    bool json = false;
-    int first = cli_list_flags("content active", argc, argv, NULL, &json);
+    bool quiet = false, json = false;
+    int first = cli_list_flags("content active", argc, argv, &quiet, &json);
     if (argc - first > 1)
         cli_die("`berth content active` takes at most one regular expression");
     const char *regex = argc - first == 1 ? argv[first] : NULL;
@@ -385,13 +407,22 @@ static int content_active(int argc, char **argv)
         return 0;
     }
     uint32_t n = sts ? sts->via.array.size : 0;
+    if (quiet) {
+        for (uint32_t i = 0; i < n; i++) {
+            _cleanup_free_ char *ref = cli_str(&sts->via.array.ptr[i], "ref");
+            puts(ref);
+        }
+        return 0;
+    }
+    /* Like ctr: tab-padded, sizes as go-units prints them. */
     cli_table_t *t = cli_table_new(3, "REF", "SIZE", "AGE");
+    cli_table_style(t, CLI_TABLE_TABS);
     for (uint32_t i = 0; i < n; i++) {
         const msgpack_object *s = &sts->via.array.ptr[i];
         _cleanup_free_ char *ref = cli_str(s, "ref");
         int64_t started = 0;
         berth_mp_get_i64(s, "started_at", &started, NULL);
-        cli_table_row(t, ref, cli_human_size(cli_u64(s, "offset")),
+        cli_table_row(t, ref, cli_human_size_si(cli_u64(s, "offset")),
                       started ? cli_human_age(started) : "-");
     }
     cli_table_print(t, stdout);
@@ -504,14 +535,20 @@ static int content_label(int argc, char **argv)
 
 static const cli_subcmd_t content_cmds[] = {
     {"list|ls", "[-q] [--format json] [FILTER...]", "List committed content in the namespace",
-     "Columns: DIGEST SIZE AGE LABELS.\n"
+     "Columns: DIGEST SIZE AGE LABELS, separated by tabs like ctr's (`cut -f` works);\n"
+     "SIZE in decimal units (366B, 1.084MB).\n"
      "\n"
      "Options:\n"
      "  -q, --quiet       print only digests\n"
-     "  --format FORMAT   table (default) or json\n"
+     "  --format FORMAT   table (default) or json: an array of {digest, size (bytes),\n"
+     "                    created_at, updated_at (ns since the epoch), labels}\n"
      "\n"
      "Filters: labels.\"k\"==v, labels.k (presence), digest==sha256:...\n",
      content_ls, false},
+    {"fetch", "REF [pull options]", "Fetch an image's content without unpacking it",
+     "The same as `berth images fetch` (ctr has it in both places); see\n"
+     "`berth images pull --help` for the options.\n",
+     content_fetch, false},
     {"get", "DIGEST", "Write the bytes of a blob to stdout",
      "Examples:\n"
      "  berth content get sha256:... > blob\n"
@@ -534,9 +571,14 @@ static const cli_subcmd_t content_cmds[] = {
      "  berth content ingest my-upload < layer.tar\n"
      "  curl -s URL | berth content ingest dl-1 --expected-digest sha256:...\n",
      content_ingest, false},
-    {"active", "[REGEX] [--format json]", "List ingests in progress (or resumable)",
-     "Columns: REF SIZE (bytes received) AGE. REGEX (POSIX extended) filters refs.\n"
-     "--format json shows exact offsets, totals and expected digests.\n",
+    {"active", "[-q] [--format json] [REGEX]", "List ingests in progress (or resumable)",
+     "Columns: REF SIZE (bytes received) AGE, separated by tabs like ctr's. REGEX\n"
+     "(POSIX extended) filters refs.\n"
+     "\n"
+     "Options:\n"
+     "  -q, --quiet       print only refs\n"
+     "  --format FORMAT   table (default) or json: exact offsets, totals, expected\n"
+     "                    digests and start times of the ingests\n",
      content_active, false},
     {"abort", "REF...", "Remove unfinished ingests",
      "Removes the received bytes of ingests (see `berth content active`). An ingest a\n"

@@ -10,12 +10,16 @@
 static const char events_help[] =
     "Usage: berth events [--format json] [TOPIC-PREFIX...]\n"
     "\n"
-    "Display events as they happen, one per line: TIMESTAMP NAMESPACE TOPIC EVENT.\n"
-    "Runs until Ctrl-C. Without a prefix every topic is shown; with -n/--namespace\n"
-    "(or $BERTH_NAMESPACE) only that namespace's events are.\n"
+    "Display events as they happen, one per line like ctr: TIMESTAMP NAMESPACE\n"
+    "TOPIC EVENT-JSON. Runs until Ctrl-C. Without a prefix every topic is shown;\n"
+    "with -n/--namespace (or $BERTH_NAMESPACE) only that namespace's events are.\n"
+    "ctr's filters topic==TOPIC and namespace==NAME are understood too (topic==\n"
+    "matches as a prefix).\n"
     "\n"
     "Options:\n"
-    "  --format FORMAT   table (default) or json (one JSON object per line)\n"
+    "  --format FORMAT   table (default) or json: one object per line, {topic,\n"
+    "                    namespace, timestamp (ns since the epoch), event, seq,\n"
+    "                    publisher, boot_id}\n"
     "\n"
     "Examples:\n"
     "  berth events\n"
@@ -82,20 +86,48 @@ int cmd_events(int argc, char **argv)
         }
     }
     events_ctx_t ctx = {.json = cli_format_is_json(format)};
-    for (int i = optind; i < argc; i++)
-        if (argv[i][0] != '/')
-            cli_die("topic prefix \"%s\" must start with /, e.g. /tasks/ or /images/create",
-                    argv[i]);
+    /* Topic prefixes, and the filters ctr users type: topic==T (shown as
+     * the prefix T) and namespace==NS (like -n NS). */
+    const char *ns = cli_ns_explicit ? cli_g.ns : NULL;
+    char **prefixes = calloc((size_t)(argc - optind) + 1, sizeof(char *));
+    if (!prefixes)
+        cli_die("out of memory");
+    int np = 0;
+    for (int i = optind; i < argc; i++) {
+        char *a = argv[i];
+        if (!strncmp(a, "topic==", 7) || !strncmp(a, "namespace==", 11)) {
+            bool topic = a[0] == 't';
+            char *v = a + (topic ? 7 : 11);
+            size_t vl = strlen(v);
+            if (vl >= 2 && v[0] == '"' && v[vl - 1] == '"') {
+                v[vl - 1] = 0;
+                v++;
+            }
+            if (!topic) {
+                ns = v;
+                continue;
+            }
+            a = v;
+        } else if (a[0] != '/' && strpbrk(a, "=~!")) {
+            cli_die("unsupported filter \"%s\": `berth events` takes topic prefixes (/tasks/), "
+                    "topic==TOPIC and namespace==NAME",
+                    a);
+        }
+        if (a[0] != '/')
+            cli_die("topic prefix \"%s\" must start with /, e.g. /tasks/ or /images/create", a);
+        prefixes[np++] = a;
+    }
 
     berth_mpbuf_t b;
     berth_mpbuf_init(&b);
-    msgpack_pack_map(&b.pk, cli_ns_explicit ? 2 : 1);
+    msgpack_pack_map(&b.pk, ns ? 2 : 1);
     berth_mp_pack_str(&b.pk, "filters");
-    msgpack_pack_array(&b.pk, (uint32_t)(argc - optind));
-    for (int i = optind; i < argc; i++)
-        berth_mp_pack_str(&b.pk, argv[i]);
-    if (cli_ns_explicit)
-        berth_mp_kv_str(&b.pk, "namespace", cli_g.ns);
+    msgpack_pack_array(&b.pk, (uint32_t)np);
+    for (int i = 0; i < np; i++)
+        berth_mp_pack_str(&b.pk, prefixes[i]);
+    free(prefixes);
+    if (ns)
+        berth_mp_kv_str(&b.pk, "namespace", ns);
     cli_call("events.subscribe", &b, on_event, NULL, &ctx);
     berth_mpbuf_destroy(&b);
     return 0;

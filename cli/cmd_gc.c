@@ -141,8 +141,6 @@ int cmd_gc(int argc, char **argv)
         }
         cli_die("`berth gc` takes no arguments (got \"%s\"); run `berth gc --help`", argv[optind]);
     }
-    if (format && strcmp(format, "json") != 0 && strcmp(format, "table") != 0)
-        cli_die("unknown format \"%s\" (use table or json)", format);
     bool json = cli_format_is_json(format);
     if (status)
         return gc_status(json);

@@ -253,13 +253,17 @@ static int auth_fields(const rflags_t *f, char **user, char **pass)
     return 2;
 }
 
-static int do_pull(const char *method, int argc, char **argv)
+static int do_pull(const char *method, const char *cmd, int argc, char **argv)
 {
     rflags_t f = {0};
-    int first = parse_rflags(method, argc, argv, &f);
-    if (argc - first != 1)
-        cli_die("usage: berth images pull REF [--platform P] [--all-platforms] [--plain-http] "
-                "[--skip-verify] [--user USER[:PASS]] [--max-concurrent-downloads N]");
+    int first = parse_rflags(cmd, argc, argv, &f);
+    if (argc - first < 1)
+        cli_die("`berth %s` needs an image REF to pull (e.g. docker.io/library/busybox:latest); "
+                "run `berth %s --help`",
+                cmd, cmd);
+    if (argc - first > 1)
+        cli_die("`berth %s` takes one image REF (got %d arguments); run `berth %s --help`", cmd,
+                argc - first, cmd);
     char *user, *pass;
     int na = auth_fields(&f, &user, &pass);
     berth_mpbuf_t b;
@@ -301,11 +305,11 @@ static int do_pull(const char *method, int argc, char **argv)
 
 static int images_pull(int argc, char **argv)
 {
-    return do_pull("images.pull", argc, argv);
+    return do_pull("images.pull", "images pull", argc, argv);
 }
 static int images_fetch(int argc, char **argv)
 {
-    return do_pull("content.fetch", argc, argv);
+    return do_pull("content.fetch", "images fetch", argc, argv);
 }
 
 static int images_push(int argc, char **argv)
@@ -314,8 +318,8 @@ static int images_push(int argc, char **argv)
     int first = parse_rflags("images push", argc, argv, &f);
     int n = argc - first;
     if (n < 1 || n > 2)
-        cli_die(
-            "usage: berth images push REF [LOCAL] [--platform P] [--plain-http] [--user U[:P]]");
+        cli_die("`berth images push` needs the remote REF and optionally the LOCAL image; run "
+                "`berth images push --help`");
     char *user, *pass;
     int na = auth_fields(&f, &user, &pass);
     char *local = n == 2 ? norm(argv[first + 1]) : NULL;
@@ -385,43 +389,110 @@ static void join_platforms(const msgpack_object *img, char *buf, size_t n)
         snprintf(buf, n, "-");
 }
 
+/* Names of the images that match ctr-style filters (images.list), as a
+ * malloc'd NULL-terminated array. */
+static char **filtered_names(char **filters, int nf)
+{
+    berth_mpbuf_t b;
+    cli_params_begin(&b, nf ? 1 : 0);
+    if (nf) {
+        berth_mp_pack_str(&b.pk, "filters");
+        msgpack_pack_array(&b.pk, (uint32_t)nf);
+        for (int i = 0; i < nf; i++)
+            berth_mp_pack_str(&b.pk, filters[i]);
+    }
+    const msgpack_object *res = cli_call("images.list", &b, NULL, NULL, NULL);
+    berth_mpbuf_destroy(&b);
+    const msgpack_object *imgs = berth_mp_get(res, "images");
+    uint32_t n = imgs && imgs->type == MSGPACK_OBJECT_ARRAY ? imgs->via.array.size : 0;
+    char **names = calloc(n + 1, sizeof(char *));
+    if (!names)
+        cli_die("out of memory");
+    for (uint32_t i = 0; i < n; i++)
+        names[i] = cli_str(&imgs->via.array.ptr[i], "name");
+    return names;
+}
+
+static bool in_names(char **names, const msgpack_object *img)
+{
+    const msgpack_object *n = berth_mp_get(img, "name");
+    for (size_t i = 0; names[i]; i++)
+        if (berth_mp_str_eq(n, names[i]))
+            return true;
+    return false;
+}
+
+static void free_names(char **names)
+{
+    for (size_t i = 0; names && names[i]; i++)
+        free(names[i]);
+    free(names);
+}
+
+/* Prints objects packed one after another in `items` as one JSON array. */
+static void print_packed_array(berth_mpbuf_t *items, uint32_t n)
+{
+    berth_mpbuf_t arr;
+    berth_mpbuf_init(&arr);
+    msgpack_pack_array(&arr.pk, n);
+    msgpack_sbuffer_write(&arr.buf, items->buf.data, items->buf.size);
+    msgpack_zone *z = NULL;
+    msgpack_object all;
+    _cleanup_error_ berth_error_t *err = NULL;
+    if (berth_mp_unpack(arr.buf.data, arr.buf.size, NULL, &z, &all, &err) < 0)
+        cli_die_err(steal_pointer(&err));
+    cli_print_json(&all, stdout);
+    msgpack_zone_free(z);
+    berth_mpbuf_destroy(&arr);
+}
+
 static int images_ls(int argc, char **argv)
 {
     bool quiet = false, json = false;
-    cli_list_flags("images ls", argc, argv, &quiet, &json);
+    int first = cli_list_flags("images ls", argc, argv, &quiet, &json);
+    int nf = argc - first;
+    /* images.list resolves the filters (and is all -q needs). */
+    char **names = nf || quiet ? filtered_names(argv + first, nf) : NULL;
     if (quiet) {
-        berth_mpbuf_t b;
-        cli_params_begin(&b, 0);
-        const msgpack_object *res = cli_call("images.list", &b, NULL, NULL, NULL);
-        berth_mpbuf_destroy(&b);
-        const msgpack_object *imgs = berth_mp_get(res, "images");
-        for (uint32_t i = 0; imgs && i < imgs->via.array.size; i++) {
-            char *n = cli_str(&imgs->via.array.ptr[i], "name");
-            printf("%s\n", n);
-            free(n);
-        }
+        for (size_t i = 0; names[i]; i++)
+            printf("%s\n", names[i]);
+        free_names(names);
         return 0;
     }
+    /* The sizes and platforms come from images.check (one call for all). */
     const msgpack_object *imgs = check_call(NULL);
-    if (json) {
-        cli_print_json(imgs, stdout);
-        return 0;
-    }
+    berth_mpbuf_t items;
+    berth_mpbuf_init(&items);
+    uint32_t nitems = 0;
     cli_table_t *t = cli_table_new(6, "REF", "TYPE", "DIGEST", "SIZE", "PLATFORMS", "LABELS");
     for (uint32_t i = 0; i < imgs->via.array.size; i++) {
         const msgpack_object *img = &imgs->via.array.ptr[i];
+        if (nf && !in_names(names, img))
+            continue;
+        if (json) {
+            msgpack_pack_object(&items.pk, *img);
+            nitems++;
+            continue;
+        }
         char *name = cli_str(img, "name");
         const msgpack_object *target = berth_mp_get(img, "target");
         char *mt = cli_str(target, "media_type"), *dg = cli_str(target, "digest");
         char plats[512];
         join_platforms(img, plats, sizeof(plats));
-        cli_table_row(t, name, mt, dg, cli_human_size(cli_u64(img, "image_size")), plats,
+        cli_table_row(t, name, mt, dg, cli_bytes(cli_u64(img, "image_size")), plats,
                       cli_labels_str(berth_mp_get(img, "labels")));
         free(name);
         free(mt);
         free(dg);
     }
-    cli_table_print(t, stdout);
+    if (json) {
+        print_packed_array(&items, nitems);
+        cli_table_free(t);
+    } else {
+        cli_table_print(t, stdout);
+    }
+    berth_mpbuf_destroy(&items);
+    free_names(names);
     return 0;
 }
 
@@ -429,46 +500,54 @@ static int images_check(int argc, char **argv)
 {
     bool quiet = false, json = false;
     int first = cli_list_flags("images check", argc, argv, &quiet, &json);
-    cli_table_t *t = NULL;
-    msgpack_object all = {.type = MSGPACK_OBJECT_ARRAY};
+    /* ctr's layout: the rows' UNPACKED cell is not padded. */
+    cli_table_t *t = cli_table_new(6, "REF", "TYPE", "DIGEST", "STATUS", "SIZE", "UNPACKED");
+    cli_table_style(t, CLI_TABLE_OPEN_LAST_ROWS);
+    berth_mpbuf_t items;
+    berth_mpbuf_init(&items);
+    uint32_t nitems = 0;
     int n = argc - first;
-    int rc = 0;
     for (int k = 0; k < (n ? n : 1); k++) {
         char *name = n ? norm(argv[first + k]) : NULL;
         const msgpack_object *imgs = check_call(name);
         free(name);
-        if (json) {
-            cli_print_json(imgs, stdout);
-            continue;
-        }
-        if (!t)
-            t = cli_table_new(6, "REF", "TYPE", "DIGEST", "STATUS", "SIZE", "UNPACKED");
         for (uint32_t i = 0; i < imgs->via.array.size; i++) {
             const msgpack_object *img = &imgs->via.array.ptr[i];
             char *nm = cli_str(img, "name"), *st = cli_str(img, "status");
-            const msgpack_object *target = berth_mp_get(img, "target");
-            char *mt = cli_str(target, "media_type"), *dg = cli_str(target, "digest");
-            char status[64], size[64];
-            snprintf(status, sizeof(status), "%s (%" PRIu64 "/%" PRIu64 ")", st,
-                     cli_u64(img, "complete"), cli_u64(img, "total"));
-            snprintf(size, sizeof(size), "%s/", cli_human_size(cli_u64(img, "size")));
-            snprintf(size + strlen(size), sizeof(size) - strlen(size), "%s",
-                     cli_human_size(cli_u64(img, "total_size")));
             bool unpacked = false;
             berth_mp_get_bool(img, "unpacked", &unpacked, NULL);
-            cli_table_row(t, nm, mt, dg, status, size, unpacked ? "true" : "false");
-            if (strcmp(st, "complete") != 0)
-                rc = 0; /* like ctr: check reports, it does not fail */
+            if (json) {
+                msgpack_pack_object(&items.pk, *img);
+                nitems++;
+            } else if (quiet) {
+                /* Like ctr: only the images that are ready to run. */
+                if (!strcmp(st, "complete") && unpacked)
+                    printf("%s\n", nm);
+            } else {
+                const msgpack_object *target = berth_mp_get(img, "target");
+                char *mt = cli_str(target, "media_type"), *dg = cli_str(target, "digest");
+                char status[64], size[64];
+                snprintf(status, sizeof(status), "%s (%" PRIu64 "/%" PRIu64 ")", st,
+                         cli_u64(img, "complete"), cli_u64(img, "total"));
+                snprintf(size, sizeof(size), "%s/%s", cli_bytes(cli_u64(img, "size")),
+                         cli_bytes(cli_u64(img, "total_size")));
+                cli_table_row(t, nm, mt, dg, status, size, unpacked ? "true" : "false");
+                free(mt);
+                free(dg);
+            }
             free(nm);
             free(st);
-            free(mt);
-            free(dg);
         }
     }
-    (void)all;
-    if (t)
+    /* Like ctr: check reports what is missing, it does not fail on it. */
+    if (json)
+        print_packed_array(&items, nitems);
+    if (json || quiet)
+        cli_table_free(t);
+    else
         cli_table_print(t, stdout);
-    return rc;
+    berth_mpbuf_destroy(&items);
+    return 0;
 }
 
 /* ---- tag / rm / label ------------------------------------------------------- */
@@ -478,7 +557,8 @@ static int images_tag(int argc, char **argv)
     bool force = false;
     optind = cli_switch_flag("images tag", argc, argv, "force", 'f', &force);
     if (argc - optind < 2)
-        cli_die("usage: berth images tag SRC DST... [--force]");
+        cli_die("`berth images tag` needs the SRC image and at least one DST name; run `berth "
+                "images tag --help`");
     char *src = norm(argv[optind]);
     berth_mpbuf_t b;
     cli_params_begin(&b, 1);
@@ -532,7 +612,7 @@ static int images_rm(int argc, char **argv)
     bool sync = false;
     optind = cli_switch_flag("images rm", argc, argv, "sync", 0, &sync);
     if (optind >= argc)
-        cli_die("usage: berth images rm REF... [--sync]");
+        cli_die("`berth images rm` needs one or more image REFs (see `berth images ls -q`)");
     int rc = 0;
     for (int i = optind; i < argc; i++) {
         char *name = norm(argv[i]);
@@ -557,40 +637,63 @@ static int images_rm(int argc, char **argv)
 
 static int images_label(int argc, char **argv)
 {
-    if (argc < 3)
-        cli_die("usage: berth images label REF KEY=VALUE... (an empty value removes the label)");
-    char *name = norm(argv[1]);
+    static const struct option opts[] = {{"replace-all", no_argument, NULL, 'r'}, {0}};
+    bool replace = false;
+    int o;
+    optind = 0;
+    opterr = 0;
+    /* "+": flags come before REF, so label values may start with '-'. */
+    while ((o = getopt_long(argc, argv, "+:r", opts, NULL)) != -1) {
+        if (o == 'r')
+            replace = true;
+        else
+            cli_flag_error("images label", o, argv);
+    }
+    if (optind >= argc)
+        cli_die("`berth images label` needs an image REF and KEY=VALUE labels (KEY= removes "
+                "one); run `berth images label --help`");
+    char *name = norm(argv[optind]);
+    char **kv = argv + optind + 1;
+    int n = argc - optind - 1;
     berth_mpbuf_t b;
+    if (n == 0 && !replace) {
+        /* Nothing to change: show the labels. */
+        cli_params_begin(&b, 1);
+        berth_mp_kv_str(&b.pk, "name", name);
+        const msgpack_object *res = cli_call("images.get", &b, NULL, NULL, NULL);
+        berth_mpbuf_destroy(&b);
+        const char *l = cli_labels_str(berth_mp_get(berth_mp_get(res, "image"), "labels"));
+        printf("%s\n", strcmp(l, "-") ? l : "");
+        free(name);
+        return 0;
+    }
     cli_params_begin(&b, 2);
     berth_mp_pack_str(&b.pk, "image");
     msgpack_pack_map(&b.pk, 2);
     berth_mp_kv_str(&b.pk, "name", name);
     berth_mp_pack_str(&b.pk, "labels");
-    int n = argc - 2;
-    msgpack_pack_map(&b.pk, (uint32_t)n);
-    for (int i = 2; i < argc; i++) {
-        size_t kl;
-        const char *v;
-        if (cli_label_split(argv[i], &kl, &v) < 0)
-            cli_die("label \"%s\" has an empty key", argv[i]);
-        berth_mp_pack_strn(&b.pk, argv[i], kl);
-        berth_mp_pack_str(&b.pk, v);
-    }
+    cli_pack_labels(&b.pk, kv, n);
+    /* Only the labels named here change (an empty value removes one), or
+     * with --replace-all the whole set. */
     berth_mp_pack_str(&b.pk, "fields");
-    msgpack_pack_array(&b.pk, (uint32_t)n);
-    for (int i = 2; i < argc; i++) {
+    msgpack_pack_array(&b.pk, (uint32_t)(replace ? 1 : n));
+    if (replace)
+        berth_mp_pack_str(&b.pk, "labels");
+    for (int i = 0; !replace && i < n; i++) {
         size_t kl;
         const char *v;
-        cli_label_split(argv[i], &kl, &v);
+        cli_label_split(kv[i], &kl, &v);
         char *f = NULL;
-        if (asprintf(&f, "labels.%.*s", (int)kl, argv[i]) < 0)
+        if (asprintf(&f, "labels.%.*s", (int)kl, kv[i]) < 0)
             cli_die("out of memory");
         berth_mp_pack_str(&b.pk, f);
         free(f);
     }
     const msgpack_object *res = cli_call("images.update", &b, NULL, NULL, NULL);
     berth_mpbuf_destroy(&b);
-    printf("%s\n", cli_labels_str(berth_mp_get(berth_mp_get(res, "image"), "labels")));
+    /* The resulting labels, like ctr (an empty line when there are none). */
+    const char *l = cli_labels_str(berth_mp_get(berth_mp_get(res, "image"), "labels"));
+    printf("%s\n", strcmp(l, "-") ? l : "");
     free(name);
     return 0;
 }
@@ -659,7 +762,8 @@ static int images_mount(int argc, char **argv)
             cli_flag_error("images mount", o, argv);
     }
     if (argc - optind != 2)
-        cli_die("usage: berth images mount REF TARGET [--rw] [--platform P]");
+        cli_die("`berth images mount` needs an image REF and a TARGET directory; run `berth "
+                "images mount --help`");
     char *name = norm(argv[optind]);
     char target[PATH_MAX];
     if (!realpath(argv[optind + 1], target))
@@ -690,7 +794,8 @@ static int images_unmount(int argc, char **argv)
     bool rm = false;
     optind = cli_switch_flag("images unmount", argc, argv, "rm", 0, &rm);
     if (argc - optind != 1)
-        cli_die("usage: berth images unmount TARGET [--rm]");
+        cli_die("`berth images unmount` needs the TARGET directory; run `berth images unmount "
+                "--help`");
     char target[PATH_MAX];
     if (!realpath(argv[optind], target))
         cli_die("unmount target %s: %s", argv[optind], strerror(errno));
@@ -753,7 +858,8 @@ static int images_export(int argc, char **argv)
     rflags_t f = {0};
     int first = parse_rflags("images export", argc, argv, &f);
     if (argc - first < 2)
-        cli_die("usage: berth images export FILE REF... [--platform P] [--all-platforms]");
+        cli_die("`berth images export` needs an output FILE (- for stdout) and one or more "
+                "image REFs; run `berth images export --help`");
     const char *file = argv[first];
     bool to_stdout = !strcmp(file, "-");
     xio_t x = {.fd = to_stdout ? STDOUT_FILENO
@@ -857,8 +963,8 @@ static int images_import(int argc, char **argv)
         }
     }
     if (argc - optind != 1)
-        cli_die("usage: berth images import FILE [--base-name NAME] [--digests] [--all-platforms] "
-                "[--no-unpack]");
+        cli_die("`berth images import` needs one FILE (- for stdin); run `berth images import "
+                "--help`");
     const char *file = argv[optind];
     xio_t x = {.fd = strcmp(file, "-") ? open(file, O_RDONLY | O_CLOEXEC) : STDIN_FILENO};
     if (x.fd < 0)
@@ -891,7 +997,12 @@ static int images_import(int argc, char **argv)
          i++) {
         char *n = cli_str(&imgs->via.array.ptr[i], "name");
         char *dg = cli_str(berth_mp_get(&imgs->via.array.ptr[i], "target"), "digest");
-        printf("unpacking %s (%s)...done\n", n, dg);
+        /* ctr's line; with --no-unpack ctr prints nothing, berth still names
+         * what it imported. */
+        if (no_unpack)
+            printf("imported %s (%s)\n", n, dg);
+        else
+            printf("unpacking %s (%s)...done\n", n, dg);
         free(n);
         free(dg);
     }
@@ -903,7 +1014,7 @@ static int images_unpack(int argc, char **argv)
     rflags_t f = {0};
     int first = parse_rflags("images unpack", argc, argv, &f);
     if (argc - first != 1)
-        cli_die("usage: berth images unpack REF [--platform P]");
+        cli_die("`berth images unpack` needs one image REF; run `berth images unpack --help`");
     char *name = norm(argv[first]);
     berth_mpbuf_t b;
     cli_params_begin(&b, f.platform ? 2 : 1);
@@ -943,15 +1054,53 @@ static const cli_subcmd_t images_cmds[] = {
      "LOCAL is the local image to push (default REF). Blobs the registry has are skipped;\n"
      "blobs pulled from another repository of the same registry are mounted.\n",
      images_push, false},
-    {"list|ls", "[-q] [--format json]", "List images",
-     "Columns: REF TYPE DIGEST SIZE PLATFORMS LABELS.\n", images_ls, false},
-    {"check", "[--format json] [REF...]", "Check that images are complete and unpacked",
-     "Columns: REF TYPE DIGEST STATUS SIZE UNPACKED.\n", images_check, false},
-    {"tag", "SRC DST... [--force]", "Give an image more names", NULL, images_tag, false},
-    {"remove|rm|delete", "REF... [--sync]", "Remove images",
+    {"list|ls", "[-q] [--format json] [FILTER...]", "List images",
+     "Columns: REF TYPE DIGEST SIZE PLATFORMS LABELS, like ctr. SIZE is the\n"
+     "manifest, config and layers (compressed).\n"
+     "\n"
+     "Options:\n"
+     "  -q, --quiet       print only image names\n"
+     "  --format FORMAT   table (default) or json: an array of {name, target:\n"
+     "                    {media_type, digest, size}, labels, created_at, updated_at\n"
+     "                    (ns since the epoch), platforms, image_size, status,\n"
+     "                    unpacked, ...} (the fields of `berth images check`)\n"
+     "\n"
+     "Filters (an image is shown if it matches any): name==REF, name~=REGEX,\n"
+     "target.digest==sha256:..., labels.\"k\"==v, labels.k (presence).\n"
+     "\n"
+     "Examples:\n"
+     "  berth images ls\n"
+     "  berth images ls -q 'name~=busybox'\n",
+     images_ls, false},
+    {"check", "[-q] [--format json] [REF...]", "Check that images are complete and unpacked",
+     "Columns: REF TYPE DIGEST STATUS SIZE UNPACKED, like ctr: STATUS is complete or\n"
+     "incomplete (blobs present/required), SIZE bytes present/required. Missing\n"
+     "content is reported, not an error (exit 0); an unknown REF is an error.\n"
+     "\n"
+     "Options:\n"
+     "  -q, --quiet       print only the names of ready images (complete and unpacked)\n"
+     "  --format FORMAT   table (default) or json: an array of {name, target, labels,\n"
+     "                    platforms, status, complete, total, size, total_size,\n"
+     "                    image_size, unpacked, chain_id, error, ...}\n",
+     images_check, false},
+    {"tag", "SRC DST... [--force]", "Give an image more names",
+     "Each new name is printed. A name that exists already is an error unless\n"
+     "--force (-f) points it at SRC's target.\n"
+     "\n"
+     "Example:\n"
+     "  berth images tag busybox registry.local/busybox:1\n",
+     images_tag, false},
+    {"remove|rm|delete|del", "REF... [--sync]", "Remove images",
      "--sync waits until garbage collection freed the space.\n", images_rm, false},
-    {"label", "REF KEY=VALUE...", "Set or remove (KEY=) labels of an image", NULL, images_label,
-     false},
+    {"label", "[-r] REF [KEY=VALUE...]", "Set or remove (KEY=) labels of an image",
+     "The resulting labels are printed (without KEY=VALUE: the current ones).\n"
+     "\n"
+     "Options:\n"
+     "  -r, --replace-all   replace all labels with the ones given\n"
+     "\n"
+     "Example:\n"
+     "  berth images label busybox team=web\n",
+     images_label, false},
     {"mount", "REF TARGET [--rw] [--platform P]", "Mount an image's filesystem on TARGET",
      "Unpacks the image if needed and mounts a view (or with --rw a writable snapshot)\n"
      "keyed by TARGET. Undo with `berth images unmount TARGET --rm`.\n",
@@ -961,8 +1110,21 @@ static const cli_subcmd_t images_cmds[] = {
     {"export", "FILE REF... [--platform P] [--all-platforms]",
      "Export images to an OCI layout tar (also readable by docker load)",
      "FILE - writes to stdout.\n", images_export, false},
-    {"import", "FILE [--base-name NAME] [--digests] [--all-platforms] [--no-unpack]",
-     "Import images from an OCI layout or docker save tar (gzip or not)", "FILE - reads stdin.\n",
+    {"import",
+     "FILE [--base-name NAME] [--digests] [--all-platforms] [--platform P] [--no-unpack] "
+     "[--format json]",
+     "Import images from an OCI layout or docker save tar (gzip or not)",
+     "FILE - reads stdin. Prints `unpacking NAME (DIGEST)...done` per image, like ctr\n"
+     "(with --no-unpack: `imported NAME (DIGEST)`).\n"
+     "\n"
+     "Options:\n"
+     "  --base-name NAME   name images NAME:REF where the tar names them only by a ref\n"
+     "                     annotation (a tag), instead of import@DIGEST\n"
+     "  --digests          also create NAME@DIGEST images\n"
+     "  --all-platforms    import every platform of an index\n"
+     "  --platform P       import this platform (default: this host)\n"
+     "  --no-unpack        do not unpack the layers into snapshots\n"
+     "  --format json      print the imported images as JSON\n",
      images_import, false},
     {"unpack", "REF [--platform P]", "Unpack an image's layers into snapshots", NULL, images_unpack,
      false},

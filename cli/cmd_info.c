@@ -2,14 +2,16 @@
 /* `berth info`: the daemon's `info` result (paths, config summary, plugins)
  * as indented JSON. */
 #include <getopt.h>
+#include <string.h>
 
 #include "cli.h"
 
 static const char info_help[] =
-    "Usage: berth info\n"
+    "Usage: berth info [--format json]\n"
     "\n"
     "Show daemon information (root and state directories, configuration summary)\n"
-    "as JSON.\n"
+    "as JSON (ctr 1.6 has no info command; --format json is accepted like\n"
+    "everywhere else and changes nothing).\n"
     "\n"
     "Examples:\n"
     "  berth info\n"
@@ -19,6 +21,7 @@ int cmd_info(int argc, char **argv)
 {
     static const struct option opts[] = {
         {"help", no_argument, NULL, 'h'},
+        {"format", required_argument, NULL, 'f'},
         {0},
     };
     int o;
@@ -28,6 +31,11 @@ int cmd_info(int argc, char **argv)
         if (o == 'h') {
             fputs(info_help, stdout);
             return 0;
+        }
+        if (o == 'f') {
+            if (strcmp(optarg, "json") != 0)
+                cli_die("`berth info` prints JSON only: use --format json or no --format");
+            continue;
         }
         cli_flag_error("info", o, argv);
     }

@@ -142,11 +142,12 @@ static const cli_subcmd_t lease_cmds[] = {
      "The expiry is shown as the label berth.io/gc.expire.\n",
      lease_create, false},
     {"list|ls", "[-q] [--format json] [FILTER...]", "List leases",
-     "Columns: ID, CREATED AT, LABELS.\n"
+     "Columns: ID, CREATED AT (RFC 3339, UTC), LABELS, like ctr.\n"
      "\n"
      "Options:\n"
      "  -q, --quiet       print only ids\n"
-     "  --format FORMAT   table (default) or json\n"
+     "  --format FORMAT   table (default) or json: an array of {id, labels,\n"
+     "                    created_at, expire (ns since the epoch; absent: never)}\n"
      "\n"
      "Filters: id==ID, labels.\"k\"==v, labels.k (presence).\n",
      lease_ls, false},

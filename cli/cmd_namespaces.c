@@ -146,11 +146,12 @@ static const cli_subcmd_t ns_cmds[] = {
      "  berth namespaces create dev team=web\n",
      ns_create, false},
     {"list|ls", "[-q] [--format json]", "List namespaces",
-     "Columns: NAME LABELS.\n"
+     "Columns: NAME LABELS, like ctr.\n"
      "\n"
      "Options:\n"
      "  -q, --quiet       print only names\n"
-     "  --format FORMAT   table (default) or json\n",
+     "  --format FORMAT   table (default) or json: an array of {name, labels,\n"
+     "                    created_at, updated_at (ns since the epoch)}\n",
      ns_ls, false},
     {"remove|rm", "NAME...", "Remove empty namespaces",
      "A namespace that still has images, containers, content, snapshots, leases or\n"

@@ -112,12 +112,15 @@ static int plugins_replace(int argc, char **argv)
 
 static const cli_subcmd_t plugins_cmds[] = {
     {"list|ls", "[-q] [--format json]", "List plugins with their process and restart state",
-     "Columns: TYPE ID VERSION PID STATUS RESTARTS UPTIME. STATUS is starting, ok,\n"
-     "restarting or failed (crash loop: retried every 30 s).\n"
+     "Columns: TYPE ID VERSION PID STATUS RESTARTS UPTIME (ctr shows TYPE ID\n"
+     "PLATFORMS STATUS; berth's plugins are processes, so it shows those instead).\n"
+     "STATUS is starting, ok, restarting, failed (crash loop: retried every 30 s)\n"
+     "or skip (disabled in the configuration).\n"
      "\n"
      "Options:\n"
      "  -q, --quiet       print only plugin ids\n"
-     "  --format FORMAT   table (default) or json (the list of plugins, with their methods)\n"
+     "  --format FORMAT   table (default) or json: an array of {id, type, version,\n"
+     "                    pid, status, restarts, uptime_ns, path, methods, ...}\n"
      "\n"
      "Examples:\n"
      "  berth plugins ls\n"

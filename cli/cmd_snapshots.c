@@ -13,7 +13,8 @@
 
 /* ---- helpers --------------------------------------------------------------- */
 
-/* Parses flags of prepare/view/commit: --target DIR, --mounts, --label K=V. */
+/* The flags of the snapshot commands; each command accepts only those in
+ * the mask it passes (F_*), anything else is an unknown flag. */
 typedef struct {
     const char *target;
     bool mounts_json;
@@ -21,23 +22,45 @@ typedef struct {
     int nlabels;
     bool json;
     bool bytes;
+    bool quiet;
 } snap_flags_t;
 
-static int parse_flags(const char *cmd, int argc, char **argv, snap_flags_t *f)
+enum {
+    F_TARGET = 1u << 0, /* --target DIR, -t DIR */
+    F_MOUNTS = 1u << 1, /* --mounts */
+    F_LABEL = 1u << 2,  /* --label K=V */
+    F_FORMAT = 1u << 3, /* --format table|json */
+    F_BYTES = 1u << 4,  /* -b */
+    F_QUIET = 1u << 5,  /* -q, --quiet */
+};
+
+static int parse_flags(const char *cmd, int argc, char **argv, snap_flags_t *f, unsigned allowed)
 {
     static const struct option opts[] = {
-        {"target", required_argument, NULL, 't'},
-        {"mounts", no_argument, NULL, 'm'},
-        {"label", required_argument, NULL, 'l'},
-        {"format", required_argument, NULL, 'f'},
-        {"b", no_argument, NULL, 'b'},
-        {0},
+        {"target", required_argument, NULL, 't'}, {"mounts", no_argument, NULL, 'm'},
+        {"label", required_argument, NULL, 'l'},  {"format", required_argument, NULL, 'f'},
+        {"quiet", no_argument, NULL, 'q'},        {0},
     };
+    static const struct {
+        int opt;
+        unsigned flag;
+        const char *name;
+    } need[] = {{'t', F_TARGET, "--target"}, {'m', F_MOUNTS, "--mounts"},
+                {'l', F_LABEL, "--label"},   {'f', F_FORMAT, "--format"},
+                {'b', F_BYTES, "-b"},        {'q', F_QUIET, "--quiet"}};
     memset(f, 0, sizeof(*f));
     int o;
     optind = 0;
     opterr = 0;
-    while ((o = getopt_long_only(argc, argv, ":", opts, NULL)) != -1) {
+    /* "-b" is a short flag (ctr spells it so); "--b" still works. */
+    for (int i = 1; i < argc && strcmp(argv[i], "--") != 0; i++)
+        if (strcmp(argv[i], "--b") == 0)
+            argv[i] = "-b";
+    while ((o = getopt_long(argc, argv, ":t:bq", opts, NULL)) != -1) {
+        for (size_t k = 0; k < BERTH_ARRAY_SIZE(need); k++)
+            if (need[k].opt == o && !(allowed & need[k].flag))
+                cli_die("unknown flag %s for `berth %s`; run `berth %s --help`", need[k].name, cmd,
+                        cmd);
         switch (o) {
         case 't':
             f->target = optarg;
@@ -56,6 +79,9 @@ static int parse_flags(const char *cmd, int argc, char **argv, snap_flags_t *f)
             break;
         case 'b':
             f->bytes = true;
+            break;
+        case 'q':
+            f->quiet = true;
             break;
         default:
             cli_flag_error(cmd, o, argv);
@@ -129,7 +155,7 @@ static void pack_labels_opt(berth_mpbuf_t *b, const snap_flags_t *f)
 static int prepare_or_view(int argc, char **argv, const char *method, const char *cmd)
 {
     snap_flags_t f;
-    int first = parse_flags(cmd, argc, argv, &f);
+    int first = parse_flags(cmd, argc, argv, &f, F_TARGET | F_MOUNTS | F_LABEL);
     int n = argc - first;
     if (n < 1 || n > 2)
         cli_die("`berth %s` needs KEY [PARENT]", cmd);
@@ -165,7 +191,7 @@ static int snap_view(int argc, char **argv)
 static int snap_commit(int argc, char **argv)
 {
     snap_flags_t f;
-    int first = parse_flags("snapshots commit", argc, argv, &f);
+    int first = parse_flags("snapshots commit", argc, argv, &f, F_LABEL);
     if (argc - first != 2)
         cli_die("`berth snapshots commit` needs NAME KEY");
     berth_mpbuf_t b;
@@ -182,7 +208,7 @@ static int snap_commit(int argc, char **argv)
 static int snap_mounts(int argc, char **argv)
 {
     snap_flags_t f;
-    int first = parse_flags("snapshots mounts", argc, argv, &f);
+    int first = parse_flags("snapshots mounts", argc, argv, &f, 0);
     if (argc - first != 2)
         cli_die("`berth snapshots mounts` needs TARGET KEY");
     berth_mpbuf_t b;
@@ -197,7 +223,7 @@ static int snap_mounts(int argc, char **argv)
 static int snap_rm(int argc, char **argv)
 {
     snap_flags_t f;
-    int first = parse_flags("snapshots rm", argc, argv, &f);
+    int first = parse_flags("snapshots rm", argc, argv, &f, 0);
     if (first >= argc)
         cli_die("`berth snapshots rm` needs one or more keys (see `berth snapshots ls`)");
     int rc = 0;
@@ -240,11 +266,18 @@ static const msgpack_object *list_infos(char **filters, int nf)
 static int snap_ls(int argc, char **argv)
 {
     snap_flags_t f;
-    int first = parse_flags("snapshots ls", argc, argv, &f);
+    int first = parse_flags("snapshots ls", argc, argv, &f, F_FORMAT | F_QUIET);
     const msgpack_object *infos = list_infos(argv + first, argc - first);
     if (f.json) {
         msgpack_object empty = {.type = MSGPACK_OBJECT_ARRAY};
         cli_print_json(infos ? infos : &empty, stdout);
+        return 0;
+    }
+    if (f.quiet) {
+        for (uint32_t i = 0; infos && i < infos->via.array.size; i++) {
+            _cleanup_free_ char *name = cli_str(&infos->via.array.ptr[i], "name");
+            puts(name);
+        }
         return 0;
     }
     cli_table_t *t = cli_table_new(3, "KEY", "PARENT", "KIND");
@@ -262,7 +295,7 @@ static int snap_ls(int argc, char **argv)
 static int snap_info(int argc, char **argv)
 {
     snap_flags_t f;
-    int first = parse_flags("snapshots info", argc, argv, &f);
+    int first = parse_flags("snapshots info", argc, argv, &f, F_FORMAT);
     if (argc - first != 1)
         cli_die("`berth snapshots info` needs KEY");
     berth_mpbuf_t b;
@@ -277,25 +310,36 @@ static int snap_info(int argc, char **argv)
         cli_print_json(info, stdout);
         return 0;
     }
-    /* ctr's shape: Kind, Name, Parent, Labels, Created, Updated. */
-    char *name = cli_str(info, "name"), *parent = cli_str(info, "parent");
-    printf("{\n    \"Kind\": \"%s\",\n    \"Name\": \"%s\",\n", kind_name(info), name);
-    if (*parent)
-        printf("    \"Parent\": \"%s\",\n", parent);
+    /* ctr's shape (json.MarshalIndent of snapshots.Info): Kind, Name,
+     * Parent and Labels when set, Created, Updated in RFC3339Nano. */
+    _cleanup_free_ char *name = cli_str(info, "name");
+    _cleanup_free_ char *parent = cli_str(info, "parent");
     const msgpack_object *labels = berth_mp_get(info, "labels");
-    if (labels && labels->type == MSGPACK_OBJECT_MAP && labels->via.map.size) {
-        printf("    \"Labels\": ");
-        cli_print_json_compact(labels, stdout);
-        printf(",\n");
+    bool has_labels = labels && labels->type == MSGPACK_OBJECT_MAP && labels->via.map.size;
+    int64_t cn = 0, un = 0;
+    berth_mp_get_i64(info, "created_at", &cn, NULL);
+    berth_mp_get_i64(info, "updated_at", &un, NULL);
+    berth_mpbuf_t o;
+    berth_mpbuf_init(&o);
+    msgpack_pack_map(&o.pk, 4 + (*parent ? 1 : 0) + (has_labels ? 1 : 0));
+    berth_mp_kv_str(&o.pk, "Kind", kind_name(info));
+    berth_mp_kv_str(&o.pk, "Name", name);
+    if (*parent)
+        berth_mp_kv_str(&o.pk, "Parent", parent);
+    if (has_labels) {
+        berth_mp_pack_str(&o.pk, "Labels");
+        msgpack_pack_object(&o.pk, *labels);
     }
-    const msgpack_object *c = berth_mp_get(info, "created_at"),
-                         *u = berth_mp_get(info, "updated_at");
-    int64_t cn = c && (c->type == MSGPACK_OBJECT_POSITIVE_INTEGER) ? (int64_t)c->via.u64 : 0;
-    int64_t un = u && (u->type == MSGPACK_OBJECT_POSITIVE_INTEGER) ? (int64_t)u->via.u64 : 0;
-    printf("    \"Created\": \"%s\",\n", cli_rfc3339(cn));
-    printf("    \"Updated\": \"%s\"\n}\n", cli_rfc3339(un));
-    free(name);
-    free(parent);
+    berth_mp_kv_str(&o.pk, "Created", cli_rfc3339_nano(cn));
+    berth_mp_kv_str(&o.pk, "Updated", cli_rfc3339_nano(un));
+    msgpack_zone *z = NULL;
+    msgpack_object all;
+    _cleanup_error_ berth_error_t *err = NULL;
+    if (berth_mp_unpack(o.buf.data, o.buf.size, NULL, &z, &all, &err) < 0)
+        cli_die_err(steal_pointer(&err));
+    cli_print_json(&all, stdout);
+    msgpack_zone_free(z);
+    berth_mpbuf_destroy(&o);
     return 0;
 }
 
@@ -322,7 +366,7 @@ static void print_node(const msgpack_object *infos, uint32_t idx, int level, int
 static int snap_tree(int argc, char **argv)
 {
     snap_flags_t f;
-    int first = parse_flags("snapshots tree", argc, argv, &f);
+    int first = parse_flags("snapshots tree", argc, argv, &f, 0);
     if (argc != first)
         cli_die("`berth snapshots tree` takes no arguments");
     const msgpack_object *infos = list_infos(NULL, 0);
@@ -338,7 +382,7 @@ static int snap_tree(int argc, char **argv)
 static int snap_usage(int argc, char **argv)
 {
     snap_flags_t f;
-    int first = parse_flags("snapshots usage", argc, argv, &f);
+    int first = parse_flags("snapshots usage", argc, argv, &f, F_BYTES | F_FORMAT);
     char **keys = NULL;
     int nk = argc - first;
     if (nk == 0) {
@@ -354,7 +398,10 @@ static int snap_usage(int argc, char **argv)
             keys[i] = strdup(argv[first + i]);
     }
     cli_table_t *t = cli_table_new(3, "KEY", "SIZE", "INODES");
-    int rc = 0;
+    /* --format json: [{key, size, inodes}], sizes in bytes. */
+    berth_mpbuf_t js;
+    berth_mpbuf_init(&js);
+    int rc = 0, rows = 0;
     for (int i = 0; i < nk; i++) {
         berth_mpbuf_t b;
         cli_params_begin(&b, 1);
@@ -368,16 +415,42 @@ static int snap_usage(int argc, char **argv)
             rc = 1;
             continue;
         }
+        uint64_t size = cli_u64(res, "size"), inodes = cli_u64(res, "inodes");
+        rows++;
+        msgpack_pack_map(&js.pk, 3);
+        berth_mp_kv_str(&js.pk, "key", keys[i]);
+        berth_mp_kv_u64(&js.pk, "size", size);
+        berth_mp_kv_u64(&js.pk, "inodes", inodes);
         char sz[32], in[32];
-        uint64_t size = cli_u64(res, "size");
+        /* ctr prints progress.Bytes ("4.0 KiB"), or bytes with -b. */
         if (f.bytes)
             snprintf(sz, sizeof(sz), "%llu", (unsigned long long)size);
         else
-            snprintf(sz, sizeof(sz), "%s", cli_human_size(size));
-        snprintf(in, sizeof(in), "%llu", (unsigned long long)cli_u64(res, "inodes"));
+            snprintf(sz, sizeof(sz), "%s", cli_bytes(size));
+        snprintf(in, sizeof(in), "%llu", (unsigned long long)inodes);
         cli_table_row(t, keys[i], sz, in);
     }
-    cli_table_print(t, stdout);
+    if (f.json) {
+        /* The rows were packed one after another: wrap them in an array. */
+        berth_mpbuf_t arr;
+        berth_mpbuf_init(&arr);
+        msgpack_pack_array(&arr.pk, (uint32_t)rows);
+        msgpack_sbuffer_write(&arr.buf, js.buf.data, js.buf.size);
+        msgpack_zone *z = NULL;
+        msgpack_object all;
+        _cleanup_error_ berth_error_t *err = NULL;
+        if (berth_mp_unpack(arr.buf.data, arr.buf.size, NULL, &z, &all, &err) < 0)
+            cli_die_err(steal_pointer(&err));
+        cli_print_json(&all, stdout);
+        msgpack_zone_free(z);
+        berth_mpbuf_destroy(&arr);
+    }
+    berth_mpbuf_destroy(&js);
+    /* Nothing to show when every key failed (the errors said why). */
+    if (!f.json && (rows || !rc))
+        cli_table_print(t, stdout);
+    else
+        cli_table_free(t);
     for (int i = 0; i < nk; i++)
         free(keys[i]);
     free(keys);
@@ -387,7 +460,7 @@ static int snap_usage(int argc, char **argv)
 static int snap_label(int argc, char **argv)
 {
     snap_flags_t f;
-    int first = parse_flags("snapshots label", argc, argv, &f);
+    int first = parse_flags("snapshots label", argc, argv, &f, 0);
     if (argc - first < 1)
         cli_die("`berth snapshots label` needs KEY and KEY=VALUE labels (KEY= removes one)");
     char **kv = argv + first + 1;
@@ -436,15 +509,34 @@ static const cli_subcmd_t snap_cmds[] = {
     {"commit", "[--label K=V]... NAME KEY", "Commit an active snapshot as NAME",
      "A snapshot whose layer apply was interrupted or failed cannot be committed.\n", snap_commit,
      false},
-    {"mounts|m", "TARGET KEY", "Print the mount commands of a snapshot",
+    {"mounts|m|mount", "TARGET KEY", "Print the mount commands of a snapshot",
      "Example:\n  berth snapshots mounts /mnt/x my-key | sh\n", snap_mounts, false},
     {"rm|remove|delete|del", "KEY...", "Remove snapshots",
      "A snapshot that has children cannot be removed.\n", snap_rm, false},
-    {"ls|list", "[--format json] [FILTER...]", "List snapshots",
-     "Columns: KEY PARENT KIND (Committed, Active or View).\n", snap_ls, false},
-    {"info", "[--format json] KEY", "Show a snapshot's details", NULL, snap_info, false},
-    {"usage", "[--b] [KEY...]", "Show disk usage (all snapshots when no KEY)",
-     "  --b   sizes in bytes\n", snap_usage, false},
+    {"list|ls", "[-q] [--format json] [FILTER...]", "List snapshots",
+     "Columns: KEY PARENT KIND (Committed, Active or View), like ctr.\n"
+     "\n"
+     "Options:\n"
+     "  -q, --quiet       print only keys\n"
+     "  --format FORMAT   table (default) or json: an array of {name, parent, kind\n"
+     "                    (committed, active or view), labels, created_at,\n"
+     "                    updated_at (ns since the epoch), id, state}\n"
+     "\n"
+     "Filters: name==KEY, parent==KEY, kind==committed, labels.\"k\"==v, labels.k.\n",
+     snap_ls, false},
+    {"info", "[--format json] KEY", "Show a snapshot's details",
+     "Prints the snapshot as ctr does: a JSON object with Kind, Name, Parent and\n"
+     "Labels (when set), Created and Updated (RFC 3339, UTC). --format json prints\n"
+     "berth's record instead (the fields of `berth snapshots ls --format json`).\n",
+     snap_info, false},
+    {"usage", "[-b] [--format json] [KEY...]", "Show disk usage (all snapshots when no KEY)",
+     "Columns: KEY SIZE INODES. SIZE is what the snapshot's own directory uses.\n"
+     "\n"
+     "Options:\n"
+     "  -b                sizes in bytes\n"
+     "  --format FORMAT   table (default) or json: an array of {key, size (bytes),\n"
+     "                    inodes}\n",
+     snap_usage, false},
     {"tree", "", "Show snapshots as a tree of parents and children", NULL, snap_tree, false},
     {"label", "KEY [KEY=VALUE...]", "Set or remove labels of a snapshot",
      "KEY= (empty value) removes the label; the resulting labels are printed.\n", snap_label,

@@ -97,7 +97,7 @@ slow_feed() {
     run $BERTH content ls
     [ "$status" -eq 0 ]
     [[ ${lines[0]} == DIGEST*SIZE*AGE*LABELS* ]]
-    [[ $output == *"$d"*"2.9 MiB"* ]]
+    [[ $output == *"$d"*"3MB"* ]]
     run $BERTH content ls -q
     [[ $output == *"$d"* ]]
     [ "$($BERTH content ls --format json | jq -r --arg d "$d" '.[] | select(.digest == $d) | .size')" = 3000000 ]

@@ -12,6 +12,12 @@ libcmocka-dev libsystemd-dev libzstd-dev libisal-dev zlib1g-dev
 runc bats busybox-static docker-registry skopeo umoci containerd
 python3-msgpack jq curl util-linux procps iproute2 hyperfine zstd
 "
+# Benchmarks: bench/bench_metadata.sh drives containerd's gRPC API from Node.js
+# (bench/package.json) with containerd's .proto files and their gogo and
+# google/protobuf imports.
+PKGS="$PKGS golang-github-containerd-containerd-dev golang-github-gogo-protobuf-dev libprotobuf-dev nodejs"
+# Debian's nodejs comes without npm (NodeSource's nodejs has it built in).
+command -v npm >/dev/null 2>&1 || PKGS="$PKGS npm"
 
 missing=""
 for p in $PKGS; do

@@ -6,18 +6,30 @@
 #   2. 50 detached containers started concurrently: wall time until all run,
 #      and the total RSS of the shims (berth-shim vs containerd-shim-runc-v2).
 # Everything runs in private temp roots; nothing touches /var/lib or /run.
+# Runtime state goes on tmpfs for every tool, as /run is on a normal host
+# (berth's runtime, fifo and runc dirs, containerd's state dir, bare runc's
+# --root); roots (images, snapshots, metadata) stay on disk. -S keeps the
+# state on the disk instead (here /tmp is ext4, where creating files is slow
+# after many deletions: docs/performance.md, "Pull").
 #
-#   bench/bench_run.sh [-n RUNS] [-c CONCURRENT]      (root; build/bin built)
+#   bench/bench_run.sh [-n RUNS] [-c CONCURRENT] [-s SETTLE_MS] [-S]  (root; build/bin built)
 #   env BERTH_BIN (default build/bin)
+# -s pauses between two timed commands (default 0), so that one tool's
+# asynchronous after-work (containerd's cleanup after `ctr run --rm`
+# returned, say) does not land on the next tool's timing.
 set -euo pipefail
 
 RUNS=20
 CONC=50
-while getopts "n:c:" o; do
+SETTLE_MS=0
+STATE_TMPFS=1
+while getopts "n:c:s:S" o; do
     case $o in
     n) RUNS=$OPTARG ;;
     c) CONC=$OPTARG ;;
-    *) echo "usage: $0 [-n RUNS] [-c CONCURRENT]" >&2; exit 2 ;;
+    s) SETTLE_MS=$OPTARG ;;
+    S) STATE_TMPFS=0 ;;
+    *) echo "usage: $0 [-n RUNS] [-c CONCURRENT] [-s SETTLE_MS] [-S]" >&2; exit 2 ;;
     esac
 done
 
@@ -67,10 +79,21 @@ cleanup() {
 trap cleanup EXIT
 
 median() { sort -n | awk '{a[NR]=$1} END {if (NR) print (NR % 2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2); else print 0}'; }
+spread() { sort -n | awk '{a[NR]=$1} END {if (NR) printf "%s-%s", a[1], a[NR]}'; }
+settle() { ((SETTLE_MS == 0)) || sleep "$(awk -v m="$SETTLE_MS" 'BEGIN {print m / 1000}')"; }
 now_ms() { echo $(($(date +%s%N) / 1000000)); }
 
-echo "# preparing: berthd, containerd and a busybox image"
+echo "# preparing: berthd, containerd and a busybox image (runtime state on $( ((STATE_TMPFS)) && echo tmpfs || echo disk))"
 berth_start_daemon '{"gc": {"enabled": false}, "runtime-runc": {"config": {"cgroup_parent": "/bench-berth"}}}'
+if ((STATE_TMPFS)); then
+    # Still empty: the runtime made them at start and keeps no fd in them.
+    # berth_stop_daemon unmounts everything under the test dir.
+    for d in runtime fifo runc runtime-tmp; do
+        mount -t tmpfs -o mode=0700 tmpfs "$BERTH_STATE/$d"
+    done
+    mkdir "$BERTH_TEST_DIR/runc-root"
+    mount -t tmpfs -o mode=0700 tmpfs "$BERTH_TEST_DIR/runc-root"
+fi
 registry_build_image "$BERTH_TEST_DIR/img" 1
 tar -C "$BERTH_TEST_DIR/img" -cf "$BERTH_TEST_DIR/img.tar" .
 berth -n bench images import --base-name busybox "$BERTH_TEST_DIR/img.tar" >/dev/null
@@ -78,6 +101,10 @@ IMG=$(berth -n bench images ls -q | head -n 1)
 
 CTRD_DIR=$(mktemp -d /tmp/berth-bench-ctrd.XXXXXX)
 CTRD_SOCK=$CTRD_DIR/c.sock
+if ((STATE_TMPFS)); then
+    mkdir "$CTRD_DIR/state"
+    mount -t tmpfs -o mode=0711 tmpfs "$CTRD_DIR/state"
+fi
 cat >"$CTRD_DIR/config.toml" <<EOF
 version = 2
 root = "$CTRD_DIR/root"
@@ -106,17 +133,23 @@ ctr -a "$CTRD_SOCK" -n bench run --rm "$CIMG" warm /bin/true
 runc --root "$RUNC_ROOT" run --bundle "$BUNDLE" warm >/dev/null
 declare -a B C R
 for i in $(seq "$RUNS"); do
+    settle
     s=$(now_ms); berth -n bench run --rm "$IMG" b$i /bin/true; B+=($(($(now_ms) - s)))
+    settle
     s=$(now_ms); ctr -a "$CTRD_SOCK" -n bench run --rm "$CIMG" c$i /bin/true; C+=($(($(now_ms) - s)))
+    settle
     s=$(now_ms); runc --root "$RUNC_ROOT" run --bundle "$BUNDLE" r$i >/dev/null; R+=($(($(now_ms) - s)))
 done
 mb=$(printf '%s\n' "${B[@]}" | median)
 mc=$(printf '%s\n' "${C[@]}" | median)
 mr=$(printf '%s\n' "${R[@]}" | median)
-printf '%-28s %8s ms\n' "berth run --rm" "$mb" "ctr run --rm" "$mc" "runc run (floor)" "$mr"
+printf '%-28s %8s ms  (%s)\n' "berth run --rm" "$mb" "$(printf '%s\n' "${B[@]}" | spread)" \
+    "ctr run --rm" "$mc" "$(printf '%s\n' "${C[@]}" | spread)" \
+    "runc run (floor)" "$mr" "$(printf '%s\n' "${R[@]}" | spread)"
 awk -v b="$mb" -v c="$mc" 'BEGIN {printf "berth / ctr = %.2f (target <= 0.35)\n", b / c}'
 
 echo "# 2. $CONC detached containers started concurrently"
+settle
 s=$(now_ms)
 pids=()
 for i in $(seq "$CONC"); do
@@ -131,6 +164,7 @@ rss_b=0
 for p in $(pgrep -f "berth-shim --id d[0-9]+ --namespace bench --bundle $BERTH_STATE/"); do
     rss_b=$((rss_b + $(awk '/^VmRSS/ {print $2}' /proc/$p/status)))
 done
+settle
 s=$(now_ms)
 pids=()
 for i in $(seq "$CONC"); do

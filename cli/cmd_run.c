@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* `berth run` (and the flag parsing of `berth containers create`): creates
  * the container (spec built daemon-side), the task with daemon-made FIFOs,
- * opens tasks.wait on a second connection before tasks.start, copies stdio
+ * sends tasks.wait on a second connection alongside tasks.start, copies stdio
  * between the terminal and the FIFOs, forwards signals (raw terminal and
  * SIGWINCH resizes with -t) and exits with the container's exit code.
  * The attach loop is shared with `berth tasks start|exec|attach`. */
@@ -668,12 +668,11 @@ int cli_run_attach(const char *id, const char *exec_id, bool tty, const char *fi
     pthread_t th;
     if (pthread_create(&th, NULL, wait_thread, &w) != 0)
         cli_die("cannot start a thread");
-    /* The wait must be registered before the task starts, or a short task
-     * (and --rm) could finish before anyone waits for it. */
-    char c = 0;
-    while (read(w.notify[0], &c, 1) < 0 && errno == EINTR) {
-    }
-    bool done = c == 'd';
+    /* The wait goes out on its own connection while the task starts: no
+     * round trip in between. A wait that arrives after the exit still gets
+     * the status (the runtime answers from the stopped task, or for --rm
+     * after the removal, from its record of removed tasks). */
+    bool done = false;
 
     struct sigaction sa = {.sa_handler = on_signal};
     sigemptyset(&sa.sa_mask);
@@ -758,10 +757,10 @@ int cli_run_attach(const char *id, const char *exec_id, bool tty, const char *fi
             }
         }
         if (i_notify >= 0 && (p[i_notify].revents & (POLLIN | POLLHUP))) {
-            char x;
-            while (read(w.notify[0], &x, 1) == 1 && x != 'd') {
-            }
-            if (x == 'd') {
+            /* One byte per wakeup ('r' registered, 'd' done): the pipe
+             * blocks, and 'd' only comes once the process has exited. */
+            char x = 0;
+            if (read(w.notify[0], &x, 1) == 1 && x == 'd') {
                 done = true;
                 /* The shim reported the exit after the output reached EOF;
                  * what is left is in the FIFOs: read it to EOF (bounded). */

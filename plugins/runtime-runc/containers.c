@@ -7,6 +7,7 @@
  * create leaves nothing behind. */
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -103,23 +104,81 @@ static bool is_index(const char *mt, const json_t *doc)
     return json_is_array(json_object_get(doc, "manifests")) && !json_object_get(doc, "layers");
 }
 
-/* Image name → its config document for this platform. */
-static json_t *image_config(const char *ns, const char *image, berth_error_t **err)
+/* Configs by the digest of the image's target (manifest or index): content
+ * is immutable, so a second container of the same image skips reading the
+ * manifest and the config (two calls to content). Small, shared by the
+ * worker threads. */
+#define CFG_CACHE 8
+static struct {
+    char *ns, *digest;
+    json_t *cfg;
+    uint64_t used;
+} g_cfg_cache[CFG_CACHE];
+static uint64_t g_cfg_clock;
+static pthread_mutex_t g_cfg_mu = PTHREAD_MUTEX_INITIALIZER;
+
+static json_t *cfg_cache_get(const char *ns, const char *digest)
 {
-    berth_mpbuf_t b;
-    params_begin(&b, ns, 1);
-    berth_mp_kv_str(&b.pk, "name", image);
-    rt_result_t r;
-    if (call("images.get", &b, 0, &r, err) < 0)
-        return NULL;
-    const msgpack_object *target = berth_mp_get(berth_mp_get(r.result, "image"), "target");
+    json_t *r = NULL;
+    pthread_mutex_lock(&g_cfg_mu);
+    for (int i = 0; i < CFG_CACHE; i++) {
+        if (g_cfg_cache[i].cfg && strcmp(g_cfg_cache[i].ns, ns) == 0 &&
+            strcmp(g_cfg_cache[i].digest, digest) == 0) {
+            g_cfg_cache[i].used = ++g_cfg_clock;
+            /* A copy: callers own and may change theirs. */
+            r = json_deep_copy(g_cfg_cache[i].cfg);
+            break;
+        }
+    }
+    pthread_mutex_unlock(&g_cfg_mu);
+    return r;
+}
+
+static void cfg_cache_put(const char *ns, const char *digest, const json_t *cfg)
+{
+    json_t *copy = json_deep_copy(cfg);
+    char *n = strdup(ns), *d = strdup(digest);
+    if (!copy || !n || !d) {
+        json_decref(copy);
+        free(n);
+        free(d);
+        return;
+    }
+    pthread_mutex_lock(&g_cfg_mu);
+    int victim = 0;
+    for (int i = 0; i < CFG_CACHE; i++) {
+        if (!g_cfg_cache[i].cfg) {
+            victim = i;
+            break;
+        }
+        if (g_cfg_cache[i].used < g_cfg_cache[victim].used)
+            victim = i;
+    }
+    json_decref(g_cfg_cache[victim].cfg);
+    free(g_cfg_cache[victim].ns);
+    free(g_cfg_cache[victim].digest);
+    g_cfg_cache[victim].cfg = copy;
+    g_cfg_cache[victim].ns = n;
+    g_cfg_cache[victim].digest = d;
+    g_cfg_cache[victim].used = ++g_cfg_clock;
+    pthread_mutex_unlock(&g_cfg_mu);
+}
+
+/* Image (the result of images.get) → its config document for this platform. */
+static json_t *image_config(const char *ns, const char *image, const msgpack_object *img,
+                            berth_error_t **err)
+{
+    const msgpack_object *target = berth_mp_get(berth_mp_get(img, "image"), "target");
     _cleanup_free_ char *digest = berth_mp_strdup(berth_mp_get(target, "digest"));
     _cleanup_free_ char *mt = berth_mp_strdup(berth_mp_get(target, "media_type"));
-    rt_result_free(&r);
     if (!digest) {
         berth_error_set(err, BERTH_E_INTERNAL, "image %s has no target digest", image);
         return NULL;
     }
+    json_t *cached = cfg_cache_get(ns, digest);
+    if (cached)
+        return cached;
+    _cleanup_free_ char *target_digest = strdup(digest);
     json_t *doc = read_json_blob(ns, digest, MAX_MANIFEST, "manifest", err);
     for (int depth = 0; doc && is_index(mt, doc); depth++) {
         /* A document with both manifests and layers is ambiguous
@@ -173,6 +232,8 @@ static json_t *image_config(const char *ns, const char *image, berth_error_t **e
     json_decref(doc);
     json_t *cfg = read_json_blob(ns, cd, RT_MAX_IMAGE_CONFIG, "config", err);
     free(cd);
+    if (cfg && target_digest)
+        cfg_cache_put(ns, target_digest, cfg);
     return cfg;
 }
 
@@ -310,24 +371,47 @@ int rt_container_create(const char *ns, const msgpack_object *params, berth_mpbu
         rt_spec_opts_free(&o);
     }
 
-    /* Duplicate ids fail before anything is touched. */
-    rt_result_t r;
-    const msgpack_object *existing;
-    berth_error_t *gerr = NULL;
-    if (rt_container_get(ns, id, &r, &existing, &gerr) == 0) {
-        rt_result_free(&r);
+    uint64_t t0 = berth_mono_ms(), t_get, t_img, t_snap, t_spec;
+    /* Duplicate ids fail before anything is touched; the image is looked up
+     * at the same time (both only read). */
+    berth_mpbuf_t gb, ib;
+    params_begin(&gb, ns, 1);
+    berth_mp_kv_str(&gb.pk, "id", id);
+    params_begin(&ib, ns, 1);
+    berth_mp_kv_str(&ib.pk, "name", image);
+    rt_result_t gr, ir;
+    rt_sync_req_t q[2] = {
+        {"containers.get", gb.buf.data, gb.buf.size, CALL_TIMEOUT_MS, 0, &gr, NULL},
+        {"images.get", ib.buf.data, ib.buf.size, CALL_TIMEOUT_MS, 0, &ir, NULL},
+    };
+    rt_sync_calls(q, 2);
+    berth_mpbuf_destroy(&gb);
+    berth_mpbuf_destroy(&ib);
+    if (!q[0].err) {
+        rt_result_free(&gr);
+        rt_result_free(&ir);
+        berth_error_free(&q[1].err);
         return berth_error_set(err, BERTH_E_ALREADY_EXISTS,
                                "container %s already exists in namespace %s", id, ns);
     }
-    if (gerr->code != BERTH_E_NOT_FOUND) {
-        *err = gerr;
+    if (q[0].err->code != BERTH_E_NOT_FOUND) {
+        *err = q[0].err;
+        rt_result_free(&ir);
+        berth_error_free(&q[1].err);
         return -1;
     }
-    berth_error_free(&gerr);
+    berth_error_free(&q[0].err);
+    if (q[1].err) {
+        *err = q[1].err;
+        return -1;
+    }
+    t_get = berth_mono_ms();
 
-    json_t *cfg = image_config(ns, image, err);
+    json_t *cfg = image_config(ns, image, ir.result, err);
+    rt_result_free(&ir);
     if (!cfg)
         return -1;
+    t_img = berth_mono_ms();
     _cleanup_free_ char *chain = NULL;
     if (rt_chain_id(cfg, &chain, err) < 0) {
         json_decref(cfg);
@@ -351,7 +435,9 @@ int rt_container_create(const char *ns, const msgpack_object *params, berth_mpbu
         return berth_error_wrap(err, "prepare the rootfs snapshot of %s", id);
     }
     /* From here on a failure removes the snapshot. */
+    t_snap = berth_mono_ms();
     json_t *spec = build_spec(ns, id, params, cfg, berth_mp_get(snap.result, "mounts"), err);
+    t_spec = berth_mono_ms();
     rt_result_free(&snap);
     if (!spec) {
         json_decref(cfg);
@@ -421,6 +507,12 @@ int rt_container_create(const char *ns, const msgpack_object *params, berth_mpbu
         msgpack_pack_nil(&out->pk);
     rt_result_free(&cr);
     berth_log(BERTH_LOG_INFO, "msg=\"container created\" ns=%s id=%s image=%s", ns, id, image);
+    berth_log(BERTH_LOG_DEBUG,
+              "msg=\"container create timing\" id=%s get_ms=%llu image_ms=%llu snapshot_ms=%llu "
+              "spec_ms=%llu record_ms=%llu",
+              id, (unsigned long long)(t_get - t0), (unsigned long long)(t_img - t_get),
+              (unsigned long long)(t_snap - t_img), (unsigned long long)(t_spec - t_snap),
+              (unsigned long long)(berth_mono_ms() - t_spec));
     return 0;
 }
 
@@ -432,14 +524,42 @@ int rt_container_delete(const char *ns, const char *id, bool keep_snapshot, bert
         return -1;
     _cleanup_free_ char *key = berth_mp_strdup(berth_mp_get(c, "snapshot_key"));
     rt_result_free(&r);
-    if (!keep_snapshot && key && key[0])
-        remove_snapshot(ns, key);
-    berth_mpbuf_t b;
-    params_begin(&b, ns, 1);
-    berth_mp_kv_str(&b.pk, "id", id);
-    if (call("meta.containers_delete", &b, 0, &r, err) < 0)
+    return rt_container_delete_key(ns, id, keep_snapshot ? NULL : key, err);
+}
+
+int rt_container_delete_key(const char *ns, const char *id, const char *key, berth_error_t **err)
+{
+    /* The snapshot and the record at once: metadata commits both in one
+     * write batch when they arrive together. A crash in between can only
+     * leave a snapshot no container refers to, which gc collects. */
+    berth_mpbuf_t sb, cb;
+    params_begin(&sb, ns, 1);
+    berth_mp_kv_str(&sb.pk, "key", key ? key : "");
+    params_begin(&cb, ns, 1);
+    berth_mp_kv_str(&cb.pk, "id", id);
+    rt_result_t sr, cr;
+    rt_sync_req_t q[2] = {
+        {"meta.containers_delete", cb.buf.data, cb.buf.size, CALL_TIMEOUT_MS, 0, &cr, NULL},
+        {"snapshots.remove", sb.buf.data, sb.buf.size, CALL_TIMEOUT_MS, 0, &sr, NULL},
+    };
+    rt_sync_calls(q, key && key[0] ? 2 : 1);
+    berth_mpbuf_destroy(&sb);
+    berth_mpbuf_destroy(&cb);
+    if (key && key[0]) {
+        if (q[1].err) {
+            if (q[1].err->code != BERTH_E_NOT_FOUND)
+                berth_log(BERTH_LOG_WARN, "msg=\"remove snapshot\" ns=%s key=%s err=\"%s\"", ns,
+                          key, q[1].err->message);
+            berth_error_free(&q[1].err);
+        } else {
+            rt_result_free(&sr);
+        }
+    }
+    if (q[0].err) {
+        *err = q[0].err;
         return -1;
-    rt_result_free(&r);
+    }
+    rt_result_free(&cr);
     berth_log(BERTH_LOG_INFO, "msg=\"container deleted\" ns=%s id=%s", ns, id);
     return 0;
 }

@@ -130,10 +130,13 @@ int rt_resolve_bind_source(const char *src, char **resolved, berth_error_t **err
 /** Host facts that shape a spec; rt_host_probe() reads them from the system,
  * tests fill them by hand. */
 typedef struct {
-    uint64_t nofile_hard; /* RLIM_INFINITY when unlimited */
-    int cap_last_cap;     /* /proc/sys/kernel/cap_last_cap */
-    json_t *devices;      /* privileged: host devices (linux.devices entries); owned */
-    bool x32;             /* the kernel runs x32 binaries (seccomp lists the ABI) */
+    uint64_t nofile_hard;  /* RLIM_INFINITY when unlimited */
+    int cap_last_cap;      /* /proc/sys/kernel/cap_last_cap */
+    uint64_t cap_bounding; /* this process's CapBnd; 0 = unknown (all). Privileged
+                              and --cap-add ALL get only these, like containerd's
+                              WithAllCurrentCapabilities: runc cannot grant more */
+    json_t *devices;       /* privileged: host devices (linux.devices entries); owned */
+    bool x32;              /* the kernel runs x32 binaries (seccomp lists the ABI) */
 } rt_host_t;
 
 void rt_host_probe(rt_host_t *h, bool with_devices);
@@ -160,6 +163,12 @@ json_t *rt_spec_from_user(const void *json, size_t len, const rt_spec_input_t *i
 /** Builds the process object for tasks.exec from the container spec's process
  * and exec options (args, env, cwd, user: numeric only, tty). */
 json_t *rt_spec_exec_process(const json_t *spec, const msgpack_object *params, berth_error_t **err);
+
+/** True if runc's start and delete of a container with this spec can be done
+ * by the shim itself (berth-shim's fast paths): no hooks of any kind, no
+ * Intel RDT, and a pid namespace of its own (not joined by path), so that the
+ * kernel has killed every process of the container when its init exits. */
+bool rt_spec_fast_lifecycle(const json_t *spec);
 
 /** The image config's diff_ids → chain id of the top layer ("sha256:...").
  * *out malloc'd. An image without layers is invalid_argument. */

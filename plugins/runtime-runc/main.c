@@ -192,6 +192,29 @@ static int take_lock(const char *root, berth_error_t **err)
                            "another berth-runtime-runc holds %s; stop it first", path);
 }
 
+/* The sandbox (issue 9): the SDK's allowlist plus what tasks need — mount
+ * and unmount rootfs, FIFOs (mknodat), users read with openat2 in the image
+ * root, overlay mounts from a directory in a forked child (fork, chdir),
+ * pidfd_open to wait for a shim. Programs are never executed here: shims and
+ * `berth-shim cleanup` are started by the launcher, forked before any of this
+ * and unconfined, so NO_NEW_PRIVS never reaches a container. Denied first,
+ * explicitly, what a runtime plugin must never do itself. Loaded once
+ * recovery is done (it runs nothing else). */
+static int rt_sandbox(berth_plugin_t *p, berth_error_t **err)
+{
+    static const char *const extra[] = {
+        "mount", "umount2", "mknodat",    "mknod", "openat2",         "chdir", "fchdir",
+        "fork",  "kill",    "pidfd_open", "wait4", "restart_syscall", NULL};
+    static const char *const denied[] = {
+        "execve", "execveat", "ptrace",     "process_vm_readv", "process_vm_writev",
+        "setns",  "unshare",  "pivot_root", "chroot",           "init_module",
+        NULL};
+    if (berth_plugin_sandbox(p, NULL, denied, err) < 0 ||
+        berth_plugin_sandbox(p, extra, NULL, err) < 0)
+        return berth_error_wrap(err, "runtime-runc sandbox");
+    return 0;
+}
+
 static int rt_init(berth_plugin_t *p, berth_error_t **err)
 {
     rt_g.p = p;
@@ -219,7 +242,9 @@ static int rt_init(berth_plugin_t *p, berth_error_t **err)
               rt_g.cfg.cgroup_driver, rt_g.cfg.shim_path);
     /* Exits that happened while no runtime ran are published now, before
      * plugin.ready (PROTOCOL.md, "Start, ready, replace"). */
-    return rt_recover(err);
+    if (rt_recover(err) < 0)
+        return -1;
+    return rt_sandbox(p, err);
 }
 
 static void rt_fini(berth_plugin_t *p)
@@ -229,6 +254,7 @@ static void rt_fini(berth_plugin_t *p)
     rt_g.stopping = true;
     pthread_mutex_unlock(&rt_g.mu);
     rt_sync_close();
+    rt_tasks_unsubscribe_all();
     /* Shims and containers keep running; a new instance reconnects. */
 }
 

@@ -61,8 +61,9 @@ typedef struct rt_task_s {
     uint32_t next_msgid;
     bool rm; /* run --rm: delete task and container once the task exits */
     bool autorm_deferred;
-    char *runtime; /* OCI runtime binary of this task */
-    int refs;      /* work items in flight holding this task */
+    char *runtime;      /* OCI runtime binary of this task */
+    char *snapshot_key; /* of its container, when known (--rm skips a lookup) */
+    int refs;           /* work items in flight holding this task */
     bool freed_pending;
 } rt_task_t;
 
@@ -142,6 +143,19 @@ void rt_sync_close(void);
  * chunks into r->bin (a bigger stream is cancelled with an error). */
 int rt_sync_call(const char *method, const void *params, size_t len, uint32_t timeout_ms,
                  size_t collect_max, rt_result_t *r, berth_error_t **err);
+/** Several independent calls at once (at most 4): one wait for all, instead
+ * of one round trip after the other. Each gets its result in *r or its error
+ * in err (set the fields before, err NULL). Returns 0 if all succeeded. */
+typedef struct {
+    const char *method;
+    const void *params;
+    size_t len;
+    uint32_t timeout_ms;
+    size_t collect_max;
+    rt_result_t *r;
+    berth_error_t *err;
+} rt_sync_req_t;
+int rt_sync_calls(rt_sync_req_t *reqs, size_t n);
 
 /* ---- shim calls (worker threads, blocking) ---------------------------------- */
 /** Connects to a bundle's shim.sock (paths of any length). */
@@ -161,6 +175,8 @@ void rt_proc_clear(rt_proc_t *p);
 int rt_recover(berth_error_t **err);
 /** Opens the exit subscription to a task's shim (loop). */
 int rt_task_subscribe(rt_task_t *t, berth_error_t **err);
+/** Closes every subscription (the plugin is stopping). */
+void rt_tasks_unsubscribe_all(void);
 /** Records an exit and publishes /tasks/exit once; wakes waiters. */
 void rt_proc_exited(rt_task_t *t, rt_proc_t *p, int status, int64_t exited_at, bool published);
 /** Publishes a pending exit (if any) then calls cb (tasks.delete ordering). */
@@ -187,6 +203,9 @@ void rt_gone_add(const char *ns, const char *id, int status, int64_t at);
 rt_gone_t *rt_gone_find(const char *ns, const char *id);
 /** Deletes a stopped --rm task and its container (loop). */
 void rt_task_auto_remove(rt_task_t *t);
+/** A tasks.wait for a --rm task whose container is being removed: joins the
+ * waiters answered once it is gone. False if no such removal is running. */
+bool rt_autorm_add_waiter(const char *ns, const char *id, berth_req_t *req);
 
 /* ---- containers.c (worker bodies) ------------------------------------------- */
 /** containers.create: validates, prepares the snapshot, builds the spec and
@@ -195,6 +214,8 @@ int rt_container_create(const char *ns, const msgpack_object *params, berth_mpbu
                         berth_error_t **err);
 /** containers.delete body (the loop checked there is no task). */
 int rt_container_delete(const char *ns, const char *id, bool keep_snapshot, berth_error_t **err);
+/** The same when the container's snapshot key is known (NULL: none). */
+int rt_container_delete_key(const char *ns, const char *id, const char *key, berth_error_t **err);
 /** Fetches the container record; the result lives in r. */
 int rt_container_get(const char *ns, const char *id, rt_result_t *r,
                      const msgpack_object **container, berth_error_t **err);

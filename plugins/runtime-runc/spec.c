@@ -619,7 +619,21 @@ void rt_host_probe(rt_host_t *h, bool with_devices)
             h->cap_last_cap = v;
         fclose(f);
     }
-    h->x32 = rt_kernel_has_x32();
+    f = fopen("/proc/self/status", "re");
+    if (f) {
+        char line[256];
+        unsigned long long v;
+        while (fgets(line, sizeof(line), f))
+            if (sscanf(line, "CapBnd: %llx", &v) == 1)
+                h->cap_bounding = v;
+        fclose(f);
+    }
+    /* Probed once, at init: after the sandbox an x32 system call would be
+     * outside the allowlist. */
+    static int x32 = -1;
+    if (x32 < 0)
+        x32 = rt_kernel_has_x32();
+    h->x32 = x32 == 1;
     if (with_devices) {
         h->devices = json_array();
         add_host_devices(h->devices, "/dev", 0);
@@ -769,9 +783,11 @@ static json_t *caps_for(const rt_spec_input_t *in, const rt_spec_opts_t *o)
     int last = in->host ? in->host->cap_last_cap : 40;
     if (last >= (int)rt_n_cap_names)
         last = (int)rt_n_cap_names - 1;
+#define HOST_HAS(i) (!in->host || !in->host->cap_bounding || (in->host->cap_bounding >> (i)) & 1)
     if (o->privileged) {
         for (int i = 0; i <= last; i++)
-            rt_json_append_str(caps, rt_cap_names[i]);
+            if (HOST_HAS(i))
+                rt_json_append_str(caps, rt_cap_names[i]);
     } else {
         for (const char *const *c = default_caps; *c; c++)
             rt_json_append_str(caps, *c);
@@ -786,12 +802,13 @@ static json_t *caps_for(const rt_spec_input_t *in, const rt_spec_opts_t *o)
     for (size_t i = 0; i < o->n_cap_add; i++) {
         if (strcmp(o->cap_add[i], "ALL") == 0) {
             for (int k = 0; k <= last; k++)
-                if (!arr_has(caps, rt_cap_names[k]))
+                if (HOST_HAS(k) && !arr_has(caps, rt_cap_names[k]))
                     rt_json_append_str(caps, rt_cap_names[k]);
         } else if (!arr_has(caps, o->cap_add[i])) {
             rt_json_append_str(caps, o->cap_add[i]);
         }
     }
+#undef HOST_HAS
     return caps;
 }
 
@@ -1214,4 +1231,34 @@ int rt_chain_id(const json_t *cfg, char **out, berth_error_t **err)
     }
     *out = strdup(chain);
     return *out ? 0 : berth_error_set(err, BERTH_E_RESOURCE_EXHAUSTED, "out of memory");
+}
+
+bool rt_spec_fast_lifecycle(const json_t *spec)
+{
+    json_t *hooks = json_object_get(spec, "hooks");
+    if (hooks && !json_is_null(hooks)) {
+        if (!json_is_object(hooks))
+            return false;
+        const char *k;
+        json_t *v;
+        json_object_foreach(hooks, k, v)
+        {
+            if (!json_is_null(v) && !(json_is_array(v) && json_array_size(v) == 0))
+                return false;
+        }
+    }
+    json_t *lx = json_object_get(spec, "linux");
+    if (!json_is_object(lx) || json_object_get(lx, "intelRdt"))
+        return false;
+    size_t i;
+    json_t *n;
+    json_array_foreach(json_object_get(lx, "namespaces"), i, n)
+    {
+        const char *type = json_string_value(json_object_get(n, "type"));
+        if (type && strcmp(type, "pid") == 0) {
+            const char *p = json_string_value(json_object_get(n, "path"));
+            return !p || !p[0];
+        }
+    }
+    return false;
 }

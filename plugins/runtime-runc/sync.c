@@ -139,39 +139,69 @@ void rt_sync_close(void)
         uv_close((uv_handle_t *)&rt_g.async, NULL);
 }
 
+int rt_sync_calls(rt_sync_req_t *reqs, size_t n)
+{
+    sync_call_t sc[4];
+    if (n == 0 || n > BERTH_ARRAY_SIZE(sc))
+        return -1;
+    for (size_t i = 0; i < n; i++) {
+        memset(reqs[i].r, 0, sizeof(*reqs[i].r));
+        sc[i] = (sync_call_t){.method = reqs[i].method,
+                              .params = reqs[i].params,
+                              .len = reqs[i].len,
+                              .timeout_ms = reqs[i].timeout_ms,
+                              .collect_max = reqs[i].collect_max,
+                              .r = reqs[i].r};
+        pthread_mutex_init(&sc[i].mu, NULL);
+        pthread_cond_init(&sc[i].cv, NULL);
+    }
+    pthread_mutex_lock(&rt_g.mu);
+    bool stopping = rt_g.stopping;
+    if (!stopping) {
+        /* Issued in order: the loop takes the list LIFO. */
+        for (size_t i = n; i-- > 0;) {
+            sc[i].next = rt_g.pending;
+            rt_g.pending = &sc[i];
+        }
+    }
+    pthread_mutex_unlock(&rt_g.mu);
+    if (!stopping)
+        uv_async_send(&rt_g.async);
+    int rc = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (stopping) {
+            berth_error_set(&sc[i].err, BERTH_E_UNAVAILABLE, "the runtime plugin is stopping");
+        } else {
+            pthread_mutex_lock(&sc[i].mu);
+            while (!sc[i].done)
+                pthread_cond_wait(&sc[i].cv, &sc[i].mu);
+            pthread_mutex_unlock(&sc[i].mu);
+        }
+        pthread_mutex_destroy(&sc[i].mu);
+        pthread_cond_destroy(&sc[i].cv);
+        if (sc[i].err) {
+            rt_result_free(reqs[i].r);
+            reqs[i].err = sc[i].err;
+            rc = -1;
+        }
+    }
+    return rc;
+}
+
 int rt_sync_call(const char *method, const void *params, size_t len, uint32_t timeout_ms,
                  size_t collect_max, rt_result_t *r, berth_error_t **err)
 {
-    memset(r, 0, sizeof(*r));
-    sync_call_t sc = {.method = method,
-                      .params = params,
-                      .len = len,
-                      .timeout_ms = timeout_ms,
-                      .collect_max = collect_max,
-                      .r = r};
-    pthread_mutex_init(&sc.mu, NULL);
-    pthread_cond_init(&sc.cv, NULL);
-    pthread_mutex_lock(&rt_g.mu);
-    if (rt_g.stopping) {
-        pthread_mutex_unlock(&rt_g.mu);
-        return berth_error_set(err, BERTH_E_UNAVAILABLE, "the runtime plugin is stopping");
-    }
-    sc.next = rt_g.pending;
-    rt_g.pending = &sc;
-    pthread_mutex_unlock(&rt_g.mu);
-    uv_async_send(&rt_g.async);
-    pthread_mutex_lock(&sc.mu);
-    while (!sc.done)
-        pthread_cond_wait(&sc.cv, &sc.mu);
-    pthread_mutex_unlock(&sc.mu);
-    pthread_mutex_destroy(&sc.mu);
-    pthread_cond_destroy(&sc.cv);
-    if (sc.err) {
-        rt_result_free(r);
+    rt_sync_req_t q = {.method = method,
+                       .params = params,
+                       .len = len,
+                       .timeout_ms = timeout_ms,
+                       .collect_max = collect_max,
+                       .r = r};
+    if (rt_sync_calls(&q, 1) < 0) {
         if (err && !*err)
-            *err = sc.err;
+            *err = q.err;
         else
-            berth_error_free(&sc.err);
+            berth_error_free(&q.err);
         return -1;
     }
     return 0;

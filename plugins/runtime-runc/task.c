@@ -152,8 +152,9 @@ int rt_bundle_create(const char *bundle, const void *config, size_t len, berth_e
         }
         off += (size_t)w;
     }
-    if (fsync(fd) < 0 || close(fd) < 0)
-        return berth_error_errno(err, errno, "fsync %s", tmp);
+    /* No fsync: the bundle is runtime state (see shim/exitfile.h). */
+    if (close(fd) < 0)
+        return berth_error_errno(err, errno, "write %s", tmp);
     if (rename(tmp, p) < 0)
         return berth_error_errno(err, errno, "rename %s", p);
     snprintf(p, sizeof(p), "%s/rootfs", bundle);
@@ -393,6 +394,27 @@ static int mount_one(const char *target, const rt_fsmount_t *m, bool readonly, b
     return 0;
 }
 
+int rt_fsmounts_add_overlay_option(rt_fsmount_t *m, size_t n, const char *opt, berth_error_t **err)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(m[i].type, "overlay") != 0)
+            continue;
+        bool upper = false;
+        for (size_t k = 0; k < m[i].n_options; k++)
+            upper |= strncmp(m[i].options[k], "upperdir=", 9) == 0;
+        if (!upper)
+            continue;
+        char **o = realloc(m[i].options, (m[i].n_options + 1) * sizeof(char *));
+        if (!o)
+            return berth_error_set(err, BERTH_E_RESOURCE_EXHAUSTED, "out of memory");
+        m[i].options = o;
+        if (!(o[m[i].n_options] = strdup(opt)))
+            return berth_error_set(err, BERTH_E_RESOURCE_EXHAUSTED, "out of memory");
+        m[i].n_options++;
+    }
+    return 0;
+}
+
 int rt_rootfs_mount(const char *target, const rt_fsmount_t *mounts, size_t n, bool readonly,
                     berth_error_t **err)
 {
@@ -412,6 +434,14 @@ bool rt_is_mountpoint(const char *path)
 {
     struct stat a, b;
     char parent[PATH_MAX];
+#ifdef STATX_ATTR_MOUNT_ROOT
+    /* Linux 5.8+: one call, bind mounts included, no walk of mountinfo
+     * (whose size grows with every running container). */
+    struct statx sx;
+    if (statx(AT_FDCWD, path, AT_SYMLINK_NOFOLLOW, STATX_TYPE, &sx) == 0 &&
+        (sx.stx_attributes_mask & STATX_ATTR_MOUNT_ROOT))
+        return S_ISDIR(sx.stx_mode) && (sx.stx_attributes & STATX_ATTR_MOUNT_ROOT);
+#endif
     if (lstat(path, &a) < 0 || !S_ISDIR(a.st_mode))
         return false;
     snprintf(parent, sizeof(parent), "%s/..", path);

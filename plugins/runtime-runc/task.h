@@ -38,9 +38,13 @@ int rt_fifos_create(const char *dir, const char *prefix, const bool want[3], cha
 /** Removes the FIFOs (ignores missing ones). */
 void rt_fifos_remove(char *paths[3]);
 
-/** Writes `config.json` into the bundle (temp + fsync + rename) and makes
+/** Writes `config.json` into the bundle (temp + rename) and makes
  * the rootfs mount point. The bundle directory is created 0700. */
 int rt_bundle_create(const char *bundle, const void *config, size_t len, berth_error_t **err);
+
+/** Adds `opt` to every overlay mount that has an upperdir (e.g. "volatile"
+ * for a --rm container's rootfs, whose upper layer is thrown away). */
+int rt_fsmounts_add_overlay_option(rt_fsmount_t *m, size_t n, const char *opt, berth_error_t **err);
 
 /** Mounts the snapshot mounts on target. readonly turns an rw overlay into
  * a read-only view (upper becomes the top lower layer) the way containerd's

@@ -105,6 +105,7 @@ static void task_free(rt_task_t *t)
     free(t->bundle);
     free(t->fifo_dir);
     free(t->runtime);
+    free(t->snapshot_key);
     free(t);
 }
 
@@ -458,7 +459,7 @@ static void on_shim_close(ipc_conn_t *conn, void *data)
     t->events = NULL;
     bool was_alive = t->shim_alive;
     t->shim_alive = false;
-    if (!t->deleting && was_alive && !t->init.exited) {
+    if (!t->deleting && was_alive && !t->init.exited && !rt_g.stopping) {
         berth_log(BERTH_LOG_WARN, "msg=\"shim connection lost\" ns=%s id=%s", t->ns, t->id);
         lost_t *l = calloc(1, sizeof(*l));
         l->t = t;
@@ -524,8 +525,20 @@ int rt_shim_call(shim_client_t *c, const char *bundle, const char *method, const
     return shim_client_call(c, method, params, len, timeout_ms, result, err);
 }
 
+void rt_tasks_unsubscribe_all(void)
+{
+    /* The plugin is stopping: its shims keep the containers; the next
+     * instance subscribes again. Open connections would keep the loop, and
+     * this process with its root lock, alive after the core went away. */
+    for (rt_task_t *t = rt_g.tasks; t; t = t->next)
+        if (t->events)
+            ipc_conn_close(t->events, false);
+}
+
 int rt_task_subscribe(rt_task_t *t, berth_error_t **err)
 {
+    if (rt_g.stopping)
+        return berth_error_set(err, BERTH_E_UNAVAILABLE, "the runtime plugin is stopping");
     int fd = shim_socket(t->bundle, err);
     if (fd < 0)
         return -1;
@@ -547,10 +560,11 @@ int rt_task_subscribe(rt_task_t *t, berth_error_t **err)
 
 /* ---- --rm ---------------------------------------------------------------------- */
 
-typedef struct {
+typedef struct autorm_s {
     uv_work_t w;
+    struct autorm_s *next; /* in g_autorms during the container stage */
     rt_task_t *t;
-    char *ns, *id, *bundle, *fifo_dir, *runtime;
+    char *ns, *id, *bundle, *fifo_dir, *runtime, *snapshot_key;
     bool shim_alive;
     berth_error_t *err;
     bool container_stage;
@@ -559,6 +573,28 @@ typedef struct {
     int64_t exited_at;
 } autorm_t;
 
+/* --rm removals in their container stage: the task is out of the table,
+ * the container not yet gone. A tasks.wait arriving then joins their
+ * waiters (answered once the container is gone), never the record of
+ * removed tasks, which is only written at the end. */
+static autorm_t *g_autorms;
+
+bool rt_autorm_add_waiter(const char *ns, const char *id, berth_req_t *req)
+{
+    for (autorm_t *a = g_autorms; a; a = a->next) {
+        if (strcmp(a->ns, ns) == 0 && strcmp(a->id, id) == 0) {
+            rt_waiter_t *w = calloc(1, sizeof(*w));
+            if (!w)
+                return false;
+            w->req = req;
+            w->next = a->waiters;
+            a->waiters = w;
+            return true;
+        }
+    }
+    return false;
+}
+
 static void autorm_work(uv_work_t *w)
 {
     autorm_t *a = w->data;
@@ -566,6 +602,9 @@ static void autorm_work(uv_work_t *w)
         rt_exit_info_t ex;
         rt_task_teardown(a->bundle, a->fifo_dir, a->runtime, a->shim_alive, true, a->ns, a->id, &ex,
                          &a->err);
+    } else if (a->snapshot_key) {
+        /* Known from tasks.create: no containers.get first. */
+        rt_container_delete_key(a->ns, a->id, a->snapshot_key, &a->err);
     } else {
         rt_container_delete(a->ns, a->id, false, &a->err);
     }
@@ -596,7 +635,6 @@ static void autorm_after(uv_work_t *w, int status)
         berth_mp_kv_u64(&ev.pk, "exit_status", (uint64_t)p->exit_status);
         berth_mp_kv_i64(&ev.pk, "exited_at", p->exited_at);
         rt_publish("/tasks/delete", t->ns, &ev);
-        rt_gone_add(t->ns, t->id, p->exit_status, p->exited_at);
         a->status = p->exit_status;
         a->exited_at = p->exited_at;
         /* Waiters that came in meanwhile join the ones taken at the exit. */
@@ -609,9 +647,20 @@ static void autorm_after(uv_work_t *w, int status)
         rt_task_remove(t);
         /* Then the container and its snapshot. */
         a->container_stage = true;
+        a->next = g_autorms;
+        g_autorms = a;
         uv_queue_work(berth_plugin_loop(rt_g.p), &a->w, autorm_work, autorm_after);
         return;
     }
+    for (autorm_t **pp = &g_autorms; *pp; pp = &(*pp)->next) {
+        if (*pp == a) {
+            *pp = a->next;
+            break;
+        }
+    }
+    /* A tasks.wait re-sent after this (a dropped connection) still gets the
+     * status for a while. */
+    rt_gone_add(a->ns, a->id, a->status, a->exited_at);
 done:
     while (a->waiters) {
         rt_waiter_t *w = a->waiters;
@@ -625,6 +674,7 @@ done:
     free(a->bundle);
     free(a->fifo_dir);
     free(a->runtime);
+    free(a->snapshot_key);
     free(a);
     rt_task_unref(t);
 }
@@ -641,6 +691,7 @@ void rt_task_auto_remove(rt_task_t *t)
     a->bundle = strdup(t->bundle);
     a->fifo_dir = strdup(t->fifo_dir);
     a->runtime = t->runtime ? strdup(t->runtime) : NULL;
+    a->snapshot_key = t->snapshot_key ? strdup(t->snapshot_key) : NULL;
     a->shim_alive = t->shim_alive;
     a->w.data = a;
     a->waiters = t->init.waiters;
@@ -758,6 +809,12 @@ static void recover_one(const char *ns, const char *id)
         shim_client_close(&c);
         /* The shim is gone: its exit record, or a cleanup that makes one. */
         int dfd = open(t->bundle, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (dfd < 0 && errno == ENOENT) {
+            /* It rolled back an unconfirmed task while we looked. */
+            berth_log(BERTH_LOG_INFO, "msg=\"task rolled back by its shim\" ns=%s id=%s", ns, id);
+            rt_task_remove(t);
+            return;
+        }
         shim_exit_t e;
         bool have = dfd >= 0 && shim_exit_read(dfd, NULL, &e, &err) == 0;
         berth_error_free(&err);
@@ -786,6 +843,18 @@ static void recover_one(const char *ns, const char *id)
         }
         if (dfd >= 0)
             close(dfd);
+        snprintf(p, sizeof(p), "%s/config.json", t->bundle);
+        if (access(p, F_OK) != 0 && !have) {
+            /* Its shim is removing the bundle (rolling back) meanwhile. */
+            berth_log(BERTH_LOG_INFO, "msg=\"task rolled back by its shim\" ns=%s id=%s", ns, id);
+            snprintf(p, sizeof(p), "%s/rootfs", t->bundle);
+            berth_error_t *e2 = NULL;
+            rt_rootfs_unmount(p, &e2);
+            rt_remove_tree(t->bundle, &e2);
+            berth_error_free(&e2);
+            rt_task_remove(t);
+            return;
+        }
         /* Its stdio FIFOs, if the client asked for them. */
         static const char *const names[3] = {"stdin", "stdout", "stderr"};
         for (int i = 0; i < 3; i++) {
@@ -896,7 +965,7 @@ int rt_task_teardown(const char *bundle, const char *fifo_dir, const char *runti
 {
     memset(ex, 0, sizeof(*ex));
     bool dead = !shim_alive;
-    uint64_t t0 = berth_mono_ms(), t_shim;
+    uint64_t t0 = berth_mono_ms(), t_shim, t_reply = 0;
     if (shim_alive) {
         shim_client_t c;
         berth_mpbuf_t b;
@@ -917,6 +986,7 @@ int rt_task_teardown(const char *bundle, const char *fifo_dir, const char *runti
             ex->status = (int)st;
             ex->exited_at = at;
             ex->have = true;
+            t_reply = berth_mono_ms();
             /* The shim exits right after answering: wait for it to close
              * (bounded) so nothing is still writing into the bundle. */
             uint8_t buf[256];
@@ -971,8 +1041,11 @@ int rt_task_teardown(const char *bundle, const char *fifo_dir, const char *runti
     if (rt_remove_tree(bundle, err) < 0)
         return -1;
     berth_log(BERTH_LOG_DEBUG,
-              "msg=\"task torn down\" id=%s shim_delete_ms=%llu unmount_remove_ms=%llu", id,
-              (unsigned long long)(t_shim - t0), (unsigned long long)(berth_mono_ms() - t_shim));
+              "msg=\"task torn down\" id=%s shim_delete_ms=%llu shim_exit_ms=%llu "
+              "unmount_remove_ms=%llu",
+              id, (unsigned long long)(t_reply ? t_reply - t0 : t_shim - t0),
+              (unsigned long long)(t_reply ? t_shim - t_reply : 0),
+              (unsigned long long)(berth_mono_ms() - t_shim));
     berth_error_t *e = NULL;
     if (rt_remove_tree(fifo_dir, &e) < 0) {
         berth_log(BERTH_LOG_WARN, "msg=\"remove fifos\" dir=%s err=\"%s\"", fifo_dir, e->message);

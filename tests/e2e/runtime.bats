@@ -68,6 +68,12 @@ assert_gone() {
     [[ ! -e $BERTH_STATE/fifo/default/$id ]]
     [[ ! -e $BERTH_STATE/runc/default/$id ]]
     ! grep -q -- "$BERTH_STATE/runtime/default/$id/" /proc/self/mountinfo
+    # Its cgroups (the shim removes them itself when runc delete has nothing
+    # else to do), in every hierarchy.
+    local c
+    for c in /sys/fs/cgroup/*/ /sys/fs/cgroup/; do
+        [[ ! -e $c${RT_CGROUP_PARENT#/}/default/$id ]]
+    done
 }
 
 task_field() { # ID FIELD
@@ -91,9 +97,23 @@ wait_status() { # ID STATUS
 }
 
 @test "run --rm echo hello prints hello, exits 0 and leaves nothing" {
+    berth events --format json /tasks/ >"$BERTH_TEST_DIR/events-hello.json" 2>/dev/null &
+    local ev=$!
+    sleep 0.3
     run berth run --rm "$IMG" hello1 echo hello
     [[ $status == 0 ]]
     [[ $output == hello ]]
+    assert_gone hello1
+    # containerd's order, each once (start and delete are done without runc).
+    local topics
+    berth_wait_for 5 bash -c "grep -q /tasks/delete $BERTH_TEST_DIR/events-hello.json"
+    kill "$ev"
+    wait "$ev" 2>/dev/null || true
+    topics=$(jq -r 'select(.event.container_id == "hello1") | .topic' "$BERTH_TEST_DIR/events-hello.json" | tr '\n' ' ')
+    [[ $topics == "/tasks/create /tasks/start /tasks/exit /tasks/delete " ]]
+    # Gone means gone: the same id runs again at once.
+    run berth run --rm "$IMG" hello1 echo again
+    [[ $status == 0 && $output == again ]]
     assert_gone hello1
 }
 
@@ -343,6 +363,27 @@ wait_status() { # ID STATUS
     berth tasks rm ghost1
     berth containers rm ghost1
     assert_gone ghost1
+}
+
+@test "a spec with hooks is started and deleted by runc itself (poststop runs)" {
+    # Without hooks the shim starts and deletes containers without runc
+    # (docs/runtime.md); a hook needs runc: its poststop must run at delete.
+    berth containers create "$IMG" hk0 true
+    local spec
+    spec=$(berth containers info --spec hk0 |
+        jq -c --arg m "$BERTH_TEST_DIR/poststop-ran" \
+            '.hooks = {poststop: [{path: "/bin/sh", args: ["sh", "-c", ("echo ran > " + $m)]}]}')
+    berth containers rm hk0
+    berth_rpc call containers.create "$(jq -nc --arg img "$IMG" --arg spec "$spec" \
+        '{namespace: "default", id: "hk1", image: $img, spec: $spec}')" >/dev/null
+    run berth tasks start hk1
+    [[ $status == 0 ]]
+    [[ ! -e $BERTH_TEST_DIR/poststop-ran ]]
+    berth tasks rm hk1
+    [[ $(cat "$BERTH_TEST_DIR/poststop-ran") == ran ]]
+    berth containers rm hk1
+    assert_gone hk1
+    assert_gone hk0
 }
 
 @test "bad inputs: escaping bind source, missing source, unknown user, missing image, duplicate id" {

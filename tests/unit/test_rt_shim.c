@@ -3,7 +3,8 @@
  * start, stdio through FIFOs, exit records, exec, pause/resume, stats, pids,
  * kill statuses, a TTY, no fd leaks into the container, all output before
  * the exit is reported, rollback when the runtime disappears before
- * confirming, and survival of SIGTERM while the container lives.
+ * confirming, survival of SIGTERM while the container lives, and start and
+ * delete without runc ("fast": runc's exec FIFO, cgroups and state).
  * Needs root, runc and busybox-static; skips (77) without them. */
 #include <errno.h>
 #include <fcntl.h>
@@ -251,10 +252,13 @@ static int wait_exit(ctr_t *t, const char *exec_id)
     return (int)get_i64(r, "exit_status");
 }
 
+/* want_status -2: the task was deleted already, only clean up. */
 static void delete_task(ctr_t *t, int want_status)
 {
-    const msgpack_object *r = call_ok(t, "delete", NULL);
-    assert_int_equal(get_i64(r, "exit_status"), want_status);
+    if (want_status != -2) {
+        const msgpack_object *r = call_ok(t, "delete", NULL);
+        assert_int_equal(get_i64(r, "exit_status"), want_status);
+    }
     /* the shim exits after delete */
     for (int i = 0; i < 200 && kill(t->shim_pid, 0) == 0; i++)
         usleep(10000);
@@ -638,6 +642,93 @@ static void test_rollback_without_confirm(void **state)
     (void)state;
 }
 
+static bool file_has(const char *path, const char *needle)
+{
+    FILE *f = fopen(path, "re");
+    if (!f)
+        return false;
+    char line[2048];
+    bool found = false;
+    while (!found && fgets(line, sizeof(line), f))
+        found = strstr(line, needle) != NULL;
+    fclose(f);
+    return found;
+}
+
+/* create with "fast": start reads runc's exec FIFO and delete removes the
+ * cgroups and runc's state without running runc; same results as runc. */
+static pid_t create_fast(ctr_t *t)
+{
+    const bool want[3] = {false, true, false};
+    berth_error_t *err = NULL;
+    assert_int_equal(rt_fifos_create(t->fifo_dir, "init", want, t->fifos, &err), 0);
+    t->out_fd = open(t->fifos[1], O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    berth_mpbuf_t b;
+    params(&b, 3);
+    berth_mp_kv_bool(&b.pk, "terminal", false);
+    berth_mp_kv_str(&b.pk, "stdout", t->fifos[1]);
+    berth_mp_kv_bool(&b.pk, "fast", true);
+    const msgpack_object *r = call_ok(t, "create", &b);
+    pid_t pid = (pid_t)get_i64(r, "pid");
+    assert_true(pid > 1);
+    call_ok(t, "confirm", NULL);
+    return pid;
+}
+
+static void test_fast_start_delete(void **state)
+{
+    ctr_t *t = new_ctr("fast1");
+    const char *args[] = {"/bin/sh", "-c", "echo fast; exit 3", NULL};
+    make_bundle(t, args, false);
+    start_shim(t, 2000);
+    pid_t pid = create_fast(t);
+    char sdir[600], fifo[700], log[700], cg[700];
+    snprintf(sdir, sizeof(sdir), "%s/runc/default/%s", tmp, t->id);
+    snprintf(fifo, sizeof(fifo), "%s/exec.fifo", sdir);
+    snprintf(log, sizeof(log), "%s/shim.log", t->bundle);
+    snprintf(cg, sizeof(cg), "/sys/fs/cgroup/pids/berth-test/%s", t->id);
+    bool v1 = access("/sys/fs/cgroup/pids", F_OK) == 0;
+    if (!v1)
+        snprintf(cg, sizeof(cg), "/sys/fs/cgroup/berth-test/%s", t->id);
+    assert_int_equal(access(fifo, F_OK), 0);
+    assert_int_equal(access(cg, F_OK), 0);
+    berth_mpbuf_t b;
+    const msgpack_object *r = call_ok(t, "start", params(&b, 0));
+    assert_int_equal(get_i64(r, "pid"), pid);
+    assert_true(file_has(log, "started without runc"));
+    assert_int_equal(access(fifo, F_OK), -1); /* runc's "running" */
+    assert_int_equal(wait_exit(t, NULL), 3);
+    char out[64];
+    drain(t->out_fd, out, sizeof(out), 2000);
+    assert_string_equal(out, "fast\n");
+    r = call_ok(t, "delete", NULL);
+    assert_int_equal(get_i64(r, "exit_status"), 3);
+    assert_true(file_has(log, "deleted without runc"));
+    assert_int_equal(access(sdir, F_OK), -1);
+    assert_int_equal(access(cg, F_OK), -1);
+    delete_task(t, -2); /* already deleted: only waits for the shim and cleans up */
+    free(t);
+
+    /* An init that dies before start: runc's own answer, then a clean delete. */
+    t = new_ctr("fast2");
+    const char *args2[] = {"/bin/sleep", "60", NULL};
+    make_bundle(t, args2, false);
+    start_shim(t, 2000);
+    pid = create_fast(t);
+    assert_int_equal(kill(pid, SIGKILL), 0);
+    berth_error_t *err = NULL;
+    assert_null(call(t, "start", params(&b, 0), &err));
+    assert_non_null(strstr(err->message, "already dead"));
+    berth_error_free(&err);
+    r = call_ok(t, "delete", NULL);
+    assert_int_equal(get_i64(r, "exit_status"), 137);
+    snprintf(sdir, sizeof(sdir), "%s/runc/default/%s", tmp, t->id);
+    assert_int_equal(access(sdir, F_OK), -1);
+    delete_task(t, -2);
+    free(t);
+    (void)state;
+}
+
 /* A create that runc refuses reports runc's own error. */
 static void test_create_error(void **state)
 {
@@ -702,6 +793,7 @@ int main(void)
         cmocka_unit_test(test_no_fd_leak),
         cmocka_unit_test(test_rollback_without_confirm),
         cmocka_unit_test(test_create_error),
+        cmocka_unit_test(test_fast_start_delete),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     for (unsigned i = 0; i < n_shims; i++)

@@ -340,6 +340,17 @@ static void test_privileged(void **state)
     s = gen_with("{\"privileged\":true}", IMAGE_CONFIG, &old, NULL);
     assert_int_equal(json_array_size(path(s, "process.capabilities.bounding")), 38);
     json_decref(s);
+
+    /* a daemon without CAP_SYS_RESOURCE (24) in its bounding set cannot give it */
+    rt_host_t lim = {.nofile_hard = 4096, .cap_last_cap = 40, .cap_bounding = 0x1fffeffffffull};
+    s = gen_with("{\"privileged\":true}", IMAGE_CONFIG, &lim, NULL);
+    assert_int_equal(json_array_size(path(s, "process.capabilities.bounding")), 40);
+    assert_false(has_str(path(s, "process.capabilities.bounding"), "CAP_SYS_RESOURCE"));
+    assert_true(has_str(path(s, "process.capabilities.bounding"), "CAP_SYS_ADMIN"));
+    json_decref(s);
+    s = gen_with("{\"cap_add\":[\"ALL\"]}", IMAGE_CONFIG, &lim, NULL);
+    assert_false(has_str(path(s, "process.capabilities.bounding"), "CAP_SYS_RESOURCE"));
+    json_decref(s);
     (void)state;
 }
 
@@ -516,6 +527,36 @@ static void test_user_spec(void **state)
     (void)state;
 }
 
+static void test_fast_lifecycle(void **state)
+{
+    json_t *s = gen("{}");
+    assert_true(rt_spec_fast_lifecycle(s));
+    json_object_set_new(s, "hooks", json_pack("{s:[]}", "poststop"));
+    assert_true(rt_spec_fast_lifecycle(s));
+    json_object_set_new(s, "hooks", json_pack("{s:[{s:s}]}", "poststart", "path", "/bin/true"));
+    assert_false(rt_spec_fast_lifecycle(s));
+    json_object_del(s, "hooks");
+    json_object_set_new(path(s, "linux"), "intelRdt", json_object());
+    assert_false(rt_spec_fast_lifecycle(s));
+    json_object_del(path(s, "linux"), "intelRdt");
+    size_t i;
+    json_t *n;
+    json_array_foreach(path(s, "linux.namespaces"), i, n)
+    {
+        if (strcmp(json_string_value(json_object_get(n, "type")), "pid") == 0)
+            json_object_set_new(n, "path", json_string("/proc/1/ns/pid"));
+    }
+    assert_false(rt_spec_fast_lifecycle(s));
+    json_decref(s);
+    /* --net-host keeps its own pid namespace; no pid namespace at all does not. */
+    s = gen("{\"net_host\": true}");
+    assert_true(rt_spec_fast_lifecycle(s));
+    json_object_set_new(path(s, "linux"), "namespaces", json_array());
+    assert_false(rt_spec_fast_lifecycle(s));
+    json_decref(s);
+    (void)state;
+}
+
 static void test_exec_process(void **state)
 {
     json_t *spec = gen("{}");
@@ -610,7 +651,7 @@ int main(void)
         cmocka_unit_test(test_bad_options),  cmocka_unit_test(test_seccomp_choices),
         cmocka_unit_test(test_bind_mounts),  cmocka_unit_test(test_user_spec),
         cmocka_unit_test(test_exec_process), cmocka_unit_test(test_chain_id),
-        cmocka_unit_test(test_valid_id),
+        cmocka_unit_test(test_valid_id),     cmocka_unit_test(test_fast_lifecycle),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

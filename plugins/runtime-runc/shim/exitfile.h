@@ -22,8 +22,8 @@ typedef struct {
  * init (exec_id NULL or ""), else "exec-<exec_id>.exit". Writes into buf. */
 void shim_exit_name(const char *exec_id, char *buf, size_t n);
 
-/** Writes the record durably: temp file, fsync, rename, fsync of the dir.
- * dirfd is the bundle directory. */
+/** Writes the record atomically (temp file, rename; no fsync: runtime state
+ * outlives processes, not reboots). dirfd is the bundle directory. */
 int shim_exit_write(int dirfd, const char *exec_id, const shim_exit_t *e, berth_error_t **err);
 
 /** Reads a record. Returns 0, 1 if there is none, -1 if it is malformed. */

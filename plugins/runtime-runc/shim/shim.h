@@ -82,6 +82,7 @@ typedef struct {
     const char *id, *ns, *bundle, *runtime, *runtime_root;
     bool systemd_cgroup;
     int exit_wait_ms;
+    bool fast; /* runc without hooks: start and delete without runc (runc.c) */
     /* state */
     int bundle_fd;
     int listen_fd;
@@ -153,5 +154,11 @@ int shim_runc(shim_t *s, const char *const *args, const int fds[3], char **out,
               berth_error_t **err);
 /** Reads a pid file written by runc. */
 int shim_read_pidfile(shim_t *s, const char *name, pid_t *pid, berth_error_t **err);
+/** `runc start` of the init without runc: reads runc's exec FIFO. Returns 0,
+ * 1 when runc's state does not look as expected (use runc start), -1. */
+int shim_fast_start(shim_t *s, shim_proc_t *p, berth_error_t **err);
+/** `runc delete` of a stopped container without runc: its cgroups and runc's
+ * state dir. Returns 0, or 1 when runc delete must do it. */
+int shim_fast_delete(shim_t *s);
 /** rm -rf of dir's contents without crossing mount points. */
 void shim_remove_tree(int dirfd);

@@ -7,7 +7,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
-#include <openssl/evp.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/resource.h>
@@ -17,6 +16,7 @@
 
 #include "berth/log.h"
 #include "berth/mp.h"
+#include "berth/sha256.h"
 #include "internal.h"
 
 #define DEFAULT_PATH "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -1221,13 +1221,7 @@ int rt_chain_id(const json_t *cfg, char **out, berth_error_t **err)
         /* chainID(n) = sha256(chainID(n-1) + " " + diffID(n)) */
         char buf[72 + 1 + 72];
         int n = snprintf(buf, sizeof(buf), "%s %s", chain, d);
-        unsigned char md[32];
-        unsigned int mdl = 0;
-        if (!EVP_Digest(buf, (size_t)n, md, &mdl, EVP_sha256(), NULL))
-            return berth_error_set(err, BERTH_E_INTERNAL, "sha256 failed");
-        memcpy(chain, "sha256:", 7);
-        for (int k = 0; k < 32; k++)
-            snprintf(chain + 7 + 2 * k, 3, "%02x", md[k]);
+        berth_sha256_digest_string(buf, (size_t)n, chain);
     }
     *out = strdup(chain);
     return *out ? 0 : berth_error_set(err, BERTH_E_RESOURCE_EXHAUSTED, "out of memory");

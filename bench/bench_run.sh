@@ -183,6 +183,16 @@ printf '%-28s %8s ms  (%s running)  shim RSS total %s MiB\n' \
     "ctr run -d x$CONC" "$ec" "$nc" "$((rss_c / 1024))"
 awk -v b="$eb" -v c="$ec" 'BEGIN {printf "berth / ctr = %.2f (target <= 0.5)\n", b / c}'
 echo "berth shim RSS per container: $((rss_b / CONC)) KiB (target <= 1024)"
+# The daemons themselves with the containers running (issue 2: berthd and
+# all plugins <= 24 MiB with 20 containers; containerd 44-57 MiB). berth's
+# plugins are berthd's children; the shims are not (reparented away).
+rss_of() { awk '/^VmRSS/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
+rss_d=$(rss_of "$BERTH_PID")
+for p in $(pgrep -P "$BERTH_PID"); do rss_d=$((rss_d + $(rss_of "$p"))); done
+rss_cd=$(rss_of "$CTRD_PID")
+printf 'daemon RSS with %s containers running: berth (berthd + plugins) %s MiB, containerd %s MiB\n' \
+    "$CONC" "$(awk -v k="$rss_d" 'BEGIN {printf "%.1f", k / 1024}')" \
+    "$(awk -v k="$rss_cd" 'BEGIN {printf "%.1f", k / 1024}')"
 
 echo "# cleaning up"
 for i in $(seq "$CONC"); do berth -n bench tasks kill -s KILL d$i >/dev/null 2>&1 || true; done

@@ -1,8 +1,9 @@
 #!/bin/bash
 # SPDX-License-Identifier: Apache-2.0
 # make torture: the long fault and resource-limit suites (issue 9). Runs the
-# short suite (tests/e2e/torture_short.bats) scaled up, the sandbox suite,
-# and tests/torture/torture_long.bats (random kill -9 loops, kill -9 of
+# short suite (tests/e2e/torture_short.bats) scaled up, the sandbox suites,
+# the runtime's crash points (torture_runtime.bats) and
+# tests/torture/torture_long.bats (random kill -9 loops, kill -9 of
 # berthd during pulls, ulimit -n 64), ROUNDS times.
 #
 #   scripts/torture.sh [BUILD_DIR]
@@ -33,6 +34,7 @@ t0=$SECONDS
 for ((r = 1; r <= rounds; r++)); do
     echo "== torture round $r/$rounds (scale $TORTURE_SCALE, iterations $TORTURE_ITERATIONS)"
     for f in "$src/tests/e2e/torture_short.bats" "$src/tests/e2e/sandbox.bats" \
+        "$src/tests/e2e/torture_runtime.bats" "$src/tests/e2e/sandbox_runtime.bats" \
         "$src/tests/torture/torture_long.bats"; do
         echo "-- $f"
         bats --tap "$f" </dev/null || failed=1

@@ -304,6 +304,7 @@ struct core_s {
     /* readiness */
     bool notified_ready;
     uv_timer_t ready_timer;
+    uv_timer_t trim_timer; /* malloc_trim once idle (listener.c) */
     /* shutdown */
     bool shutting_down;
     uv_timer_t shutdown_timer;

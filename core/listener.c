@@ -4,6 +4,7 @@
  * for external plugins (<state>/plugins.sock, 0600, uid 0), and the peer
  * object wrapped around every connection (clients, supervised plugins). */
 #include <errno.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -28,9 +29,19 @@ const char *core_peer_desc(const core_peer_t *p)
     return buf;
 }
 
+/* Streams through the core (imports, exports, reads) leave freed buffers
+ * in glibc's heap; two seconds after the last message they are given back,
+ * so an idle berthd stays at its idle size. */
+static void on_trim(uv_timer_t *t)
+{
+    (void)t;
+    malloc_trim(0);
+}
+
 static void on_message(ipc_conn_t *conn, ipc_msg_t *m, void *data)
 {
     core_peer_t *p = data;
+    uv_timer_start(&p->core->trim_timer, on_trim, 2000, 0);
     core_on_message(p, m);
 }
 

@@ -1349,6 +1349,8 @@ int core_supervisor_start(core_t *c, berth_error_t **err)
     const core_config_t *cfg = c->cfg;
     uv_timer_init(c->loop, &c->ready_timer);
     c->ready_timer.data = c;
+    uv_timer_init(c->loop, &c->trim_timer);
+    uv_unref((uv_handle_t *)&c->trim_timer);
     for (size_t i = 0; i < cfg->n_plugins; i++) {
         const core_plugin_conf_t *pc = &cfg->plugins[i];
         core_plugin_t *pl = plugin_new(c, pc->id);

@@ -45,8 +45,15 @@ struct ipc_conn_s {
     bool closing;
     bool close_after_flush;
     bool read_paused;
-    uint8_t rbuf[65536];
+    /* The read buffer: malloc'd on the first read, not part of the struct,
+     * so its pages become resident only as far as reads fill them (a
+     * connection carrying small messages costs a page, not 64 KiB: a
+     * runtime with hundreds of shim connections, a core with 1,000 idle
+     * clients). */
+    uint8_t *rbuf;
 };
+
+#define RBUF_SIZE 65536
 
 void ipc_conn_opts_default(ipc_conn_opts_t *o)
 {
@@ -73,6 +80,7 @@ static void on_closed(uv_handle_t *h)
     ipc_framer_destroy(&c->framer);
     if (c->cbs.on_close)
         c->cbs.on_close(c, c->data);
+    free(c->rbuf);
     free(c->pipe);
     free(c);
 }
@@ -278,7 +286,12 @@ int ipc_conn_send_sbuf(ipc_conn_t *c, const msgpack_sbuffer *sb, bool urgent)
 static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
     ipc_conn_t *c = h->data;
-    *buf = uv_buf_init((char *)c->rbuf, sizeof(c->rbuf));
+    (void)suggested;
+    if (!c->rbuf && !(c->rbuf = malloc(RBUF_SIZE))) {
+        *buf = uv_buf_init(NULL, 0); /* libuv reports UV_ENOBUFS: the connection closes */
+        return;
+    }
+    *buf = uv_buf_init((char *)c->rbuf, RBUF_SIZE);
 }
 
 static int on_frame(uint8_t *payload, size_t len, void *data)

@@ -835,7 +835,24 @@ int cli_gen_docs(int argc, char **argv)
     }
     if (md_path)
         write_markdown(md_path, &top, &completion, gd, ng);
-    /* Process exit reclaims the captured texts. */
+    /* Freed so that a leak checker (ASan builds run this at build time)
+     * has nothing to say. */
+    capture_t *caps[] = {&top, &completion};
+    for (size_t i = 0; i < 2; i++) {
+        free(caps[i]->text);
+        free(caps[i]->errs);
+    }
+    for (size_t i = 0; i < ng; i++) {
+        free(gd[i].help.text);
+        free(gd[i].help.errs);
+        for (size_t j = 0; j < gd[i].nsubs; j++) {
+            free(gd[i].subs[j].name);
+            free(gd[i].subs[j].help.text);
+            free(gd[i].subs[j].help.errs);
+        }
+        free(gd[i].subs);
+    }
+    free(gd);
     if (g_problems && !g_lenient) {
         fprintf(stderr, "berth __gen-docs: %d problem(s); fix the help texts above\n", g_problems);
         return 1;

@@ -478,7 +478,10 @@ int meta_parse_rfc3339(const char *s, size_t len, int64_t *out)
         i++;
     } else if (i + 6 == len && (s[i] == '+' || s[i] == '-')) {
         int oh, om;
-        if (parse_digits(s + i + 1, 2, &oh) || s[i + 3] != ':' || parse_digits(s + i + 4, 2, &om))
+        /* RFC 3339 time-numoffset: hour 00-23, minute 00-59 (+99:99 is no
+         * zone; Go's time.Parse, which containerd uses, refuses it too). */
+        if (parse_digits(s + i + 1, 2, &oh) || s[i + 3] != ':' || parse_digits(s + i + 4, 2, &om) ||
+            oh > 23 || om > 59)
             return -1;
         off = (int64_t)(oh * 3600 + om * 60) * (s[i] == '-' ? -1 : 1);
         i += 6;

@@ -173,6 +173,141 @@ static char *scan_value(parser_t *p, bool *quoted)
     return strndup(p->s + start, p->pos - start);
 }
 
+/* ---- regex budget ----------------------------------------------------
+ * glibc's regcomp expands repetitions by copying the repeated tree: x+ is
+ * x x*, x{m,n} is n copies, so `a++++...` doubles per '+' (24 of them took
+ * 3 GiB and 20 s, found by fuzz_filter) and (a{999}){999} is a million
+ * nodes; stacked operators also blow up its epsilon closures (`a??++++++++`:
+ * 9 s). Before regcomp, a scan of the ERE estimates the expanded size and
+ * refuses more than RE_MAX_NODES, stacked repetition operators (as Go's
+ * regexp, which containerd uses, does), deep nesting and backreferences
+ * (exponential in regexec; Go has none either). Open: glibc's regexec can
+ * still be slow on some small patterns, e.g. (a|b)*a(a|b){30}c against a
+ * 4 KiB value (tests/fuzz/README.md). */
+enum { RE_MAX_NODES = 1000, RE_MAX_DEPTH = 64, RE_MAX_COUNT = 1000 };
+
+static size_t sat_add(size_t a, size_t b)
+{
+    return a + b > RE_MAX_NODES ? RE_MAX_NODES + 1 : a + b;
+}
+
+static size_t sat_mul(size_t a, size_t b)
+{
+    return b && a > (RE_MAX_NODES + 1) / b ? RE_MAX_NODES + 1 : sat_add(a * b, 0);
+}
+
+/* Parses an interval "{m}", "{m,}", "{,n}" or "{m,n}" at re (the '{');
+ * returns its length (0: not an interval, a literal '{' for the estimate)
+ * and the number of copies glibc makes, or SIZE_MAX for a count too big. */
+static size_t re_interval(const char *re, size_t *copies)
+{
+    size_t i = 1, m = 0, n = 0;
+    bool has_m = false, has_n = false, comma = false;
+    for (; isdigit((unsigned char)re[i]); i++, has_m = true)
+        m = m > RE_MAX_COUNT ? m : m * 10 + (size_t)(re[i] - '0');
+    if (re[i] == ',') {
+        comma = true;
+        for (i++; isdigit((unsigned char)re[i]); i++, has_n = true)
+            n = n > RE_MAX_COUNT ? n : n * 10 + (size_t)(re[i] - '0');
+    }
+    if (re[i] != '}' || (!has_m && !has_n))
+        return 0;
+    if (m > RE_MAX_COUNT || n > RE_MAX_COUNT)
+        *copies = SIZE_MAX;
+    else
+        *copies = (has_n ? (n > m ? n : m) : comma ? m + 1 : m) + 1;
+    return i + 1;
+}
+
+/* NULL when the ERE is within budget, else why not. */
+static const char *re_budget(const char *re)
+{
+    struct {
+        size_t total, last;
+    } st[RE_MAX_DEPTH + 1] = {{0, 0}};
+    size_t d = 0;
+    int rep = 0; /* repetition operators right before: 0, 1, 2 (as in "x*?") */
+    for (size_t i = 0; re[i];) {
+        char c = re[i];
+        bool is_rep = false;
+        size_t copies = 0, len = 1;
+        if (c == '*' || c == '?' || c == '+' ||
+            (c == '{' && (len = re_interval(re + i, &copies)))) {
+            if (c == '{' && copies == SIZE_MAX)
+                return "regular expression repeat count above 1000";
+            /* Stacked operators ("a??++++++++" took 9 s in regcomp's
+             * epsilon closures, found by fuzz_filter) are refused as Go's
+             * regexp does; only "x*?", "x+?", "x??", "x{n}?" (lazy in Go,
+             * the same set of matches here) pass. */
+            if (rep == 2 || (rep == 1 && c != '?'))
+                return "nested repetition operator in a regular expression";
+            is_rep = true;
+            if (c != '{')
+                len = 1;
+            size_t last = st[d].last ? st[d].last : 1;
+            size_t grown = c == '+'   ? sat_add(sat_mul(last, 2), 1)
+                           : c == '{' ? sat_mul(last, copies)
+                                      : sat_add(last, 1);
+            st[d].total = sat_add(st[d].total - (st[d].last ? last : 0), grown);
+            st[d].last = grown;
+            i += len;
+        } else if (c == '(') {
+            if (d == RE_MAX_DEPTH)
+                return "regular expression nested too deeply";
+            st[++d].total = 0;
+            st[d].last = 0;
+            i++;
+        } else if (c == ')' && d > 0) {
+            size_t g = sat_add(st[d--].total, 2);
+            st[d].total = sat_add(st[d].total, g);
+            st[d].last = g;
+            i++;
+        } else if (c == '|') {
+            st[d].total = sat_add(st[d].total, 1);
+            st[d].last = 0;
+            i++;
+        } else if (c == '[') {
+            /* A bracket expression is one node: skip "[^]...]" with its
+             * "[:class:]", "[=e=]" and "[.sym.]" parts. */
+            size_t j = i + 1;
+            if (re[j] == '^')
+                j++;
+            if (re[j] == ']')
+                j++;
+            while (re[j] && re[j] != ']') {
+                if (re[j] == '[' && (re[j + 1] == ':' || re[j + 1] == '=' || re[j + 1] == '.')) {
+                    const char *e = strchr(re + j + 2, re[j + 1]);
+                    while (e && e[1] != ']')
+                        e = strchr(e + 1, re[j + 1]);
+                    j = e ? (size_t)(e - re) + 2 : strlen(re);
+                } else {
+                    j++;
+                }
+            }
+            st[d].last = 1;
+            st[d].total = sat_add(st[d].total, 1);
+            i = re[j] ? j + 1 : j;
+        } else {
+            if (c == '\\' && re[i + 1] >= '1' && re[i + 1] <= '9')
+                return "backreferences are not supported in a regular expression";
+            st[d].last = 1;
+            st[d].total = sat_add(st[d].total, 1);
+            i += c == '\\' && re[i + 1] ? 2 : 1;
+        }
+        rep = is_rep ? rep + 1 : 0;
+        if (st[d].total > RE_MAX_NODES)
+            return "regular expression too large once its repetitions are expanded "
+                   "(at most 1000 nodes)";
+    }
+    /* Unclosed groups count too (regcomp refuses them anyway). */
+    size_t total = 0;
+    for (size_t k = 0; k <= d; k++)
+        total = sat_add(total, st[k].total);
+    return total > RE_MAX_NODES ? "regular expression too large once its repetitions are "
+                                  "expanded (at most 1000 nodes)"
+                                : NULL;
+}
+
 static int parse_selector(parser_t *p, selector_t *sel)
 {
     memset(sel, 0, sizeof(*sel));
@@ -226,6 +361,12 @@ static int parse_selector(parser_t *p, selector_t *sel)
     if (!sel->value)
         return -1;
     if (sel->op == OP_MATCH) {
+        const char *why = re_budget(sel->value);
+        if (why) {
+            p->pos = vpos;
+            p->why = why;
+            return -1;
+        }
         int rc = regcomp(&sel->re, sel->value, REG_EXTENDED | REG_NOSUB);
         if (rc != 0) {
             p->pos = vpos;

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* Registry authentication helpers: WWW-Authenticate parsing (RFC 7235),
  * token realm checks (http(s) only, never link-local: a registry must not
- * send us to a cloud metadata endpoint), token responses, URL helpers. */
+ * send us to a cloud metadata endpoint), token responses, URL helpers,
+ * Retry-After. */
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <jansson.h>
@@ -289,4 +290,29 @@ char *xfer_url_resolve(const char *base, const char *loc)
         }
     }
     return r;
+}
+
+uint64_t xfer_retry_after_ms(const char *value, uint64_t fallback_ms, uint64_t cap_ms)
+{
+    uint64_t d = fallback_ms;
+    if (value) {
+        const char *p = value;
+        skip_ws(&p);
+        /* Digits only: strtoul would take "-1" as ULONG_MAX, and s * 1000
+         * wrapped for s >= 2^64/1000 (2^61 s became a 0 ms delay). */
+        uint64_t s = 0;
+        bool big = false;
+        const char *q = p;
+        for (; isdigit((unsigned char)*q); q++) {
+            if (s > (UINT64_MAX - 9) / 10)
+                big = true;
+            else
+                s = s * 10 + (uint64_t)(*q - '0');
+        }
+        const char *e = q;
+        skip_ws(&e);
+        if (q != p && !*e && (big || s > 0))
+            d = big || s > UINT64_MAX / 1000 ? UINT64_MAX : s * 1000;
+    }
+    return d > cap_ms ? cap_ms : d;
 }

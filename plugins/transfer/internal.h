@@ -214,6 +214,10 @@ char *xfer_url_escape(const char *s);
 char *xfer_url_hostport(const char *url);
 /** Resolves a Location header against a base URL. Caller frees. */
 char *xfer_url_resolve(const char *base, const char *loc);
+/** The delay before a retry: a Retry-After header value (RFC 9110
+ * delay-seconds, digits only; NULL, 0, an HTTP-date or garbage keep
+ * fallback_ms), saturated at cap_ms without overflowing. */
+uint64_t xfer_retry_after_ms(const char *value, uint64_t fallback_ms, uint64_t cap_ms);
 
 /* ---- hosts.c: registry hosts, like containerd's hosts.toml ------------- */
 

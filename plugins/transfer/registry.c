@@ -817,14 +817,7 @@ static bool retryable_curl(CURLcode c)
 static uint64_t backoff_ms(const xfer_rreq_t *q)
 {
     uint64_t d = 100ULL << (q->attempt < 8 ? q->attempt : 8);
-    if (q->h_retry_after) {
-        char *end = NULL;
-        unsigned long s = strtoul(q->h_retry_after, &end, 10);
-        if (end != q->h_retry_after && s > 0)
-            d = (uint64_t)s * 1000;
-    }
-    uint64_t cap = q->reg->http->s.max_retry_after_ms;
-    return d > cap ? cap : d;
+    return xfer_retry_after_ms(q->h_retry_after, d, q->reg->http->s.max_retry_after_ms);
 }
 
 /* Moves to the next host (resolve/pull fallback); false when none is left. */

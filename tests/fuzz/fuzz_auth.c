@@ -2,10 +2,12 @@
 /* libFuzzer target: what a registry sends for authentication
  * (plugins/transfer/auth.c): the WWW-Authenticate header, the token realm it
  * names (http(s) only, never link-local), Location headers resolved against
- * it, and the token endpoint's JSON answer. The whole input is the header
- * and, separately, the token response. Checks: at most `max` challenges, each
+ * it, the token endpoint's JSON answer and a Retry-After value. The whole
+ * input is each of them in turn. Checks: at most `max` challenges, each
  * with a lower-case scheme; a realm that passes the check has an http(s)
- * scheme and a host; a token holds only header-safe characters. */
+ * scheme and a host; a token holds only header-safe characters; a
+ * Retry-After delay is never above the cap and, for delay-seconds, is the
+ * exact product (no wrap: "2305843009213693952" once became 0 ms). */
 #include <ctype.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -24,6 +26,40 @@
     } while (0)
 
 #define MAX_CH 4
+
+/* Retry-After against an independent 128-bit computation. */
+static void retry_after(const char *s)
+{
+    const uint64_t fallback = 777;
+    const uint64_t caps[] = {10000, UINT64_MAX};
+    const char *p = s;
+    while (*p == ' ' || *p == '\t')
+        p++;
+    size_t nd = strspn(p, "0123456789");
+    const char *e = p + nd;
+    while (*e == ' ' || *e == '\t')
+        e++;
+    unsigned __int128 v = 0;
+    bool plain = nd > 0 && !*e;
+    for (size_t i = 0; plain && i < nd; i++) {
+        v = v * 10 + (unsigned)(p[i] - '0');
+        if (v > UINT64_MAX)
+            v = (unsigned __int128)UINT64_MAX + 1; /* saturate: "too big" */
+    }
+    for (size_t c = 0; c < 2; c++) {
+        uint64_t cap = caps[c];
+        uint64_t got = xfer_retry_after_ms(s, fallback, cap);
+        CHECK(got <= cap);
+        unsigned __int128 want = plain && v > 0 ? v * 1000 : fallback;
+        if (want > cap)
+            want = cap;
+        if (got != (uint64_t)want) {
+            fprintf(stderr, "fuzz_auth: Retry-After \"%.60s\" cap %llu gave %llu ms, want %llu\n",
+                    s, (unsigned long long)cap, (unsigned long long)got, (unsigned long long)want);
+            abort();
+        }
+    }
+}
 
 static void realm_checks(const char *realm, const char *loc)
 {
@@ -77,6 +113,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     char *u = xfer_url_resolve("https://registry.example:5000/v2/a/b/blobs/uploads/?x=1", s);
     free(u);
     xfer_ip_link_local(s);
+    retry_after(s);
 
     char *tok = NULL;
     uint64_t exp = 0;

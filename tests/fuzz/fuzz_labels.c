@@ -49,13 +49,18 @@ static void rfc3339(const char *s, size_t n)
         char buf[32];
         meta_format_rfc3339(t, buf);
         /* A time before 1970 is negative, one after it positive (offsets
-         * move it by less than 100 hours): an overflow that wraps a year-1000
+         * move it by less than a day): an overflow that wraps a year-1000
          * expiry into year 2167 shows here even without UBSan. */
         int year = (s[0] - '0') * 1000 + (s[1] - '0') * 100 + (s[2] - '0') * 10 + (s[3] - '0');
         if ((year < 1969 && t >= 0) || (year > 1970 && t <= 0)) {
             fprintf(stderr, "fuzz_labels: \"%.*s\" parsed to %lld ns since 1970 (%s)\n", (int)n, s,
                     (long long)t, buf);
             abort();
+        }
+        /* A numeric offset is a real zone: hour 00-23, minute 00-59. */
+        if (s[n - 1] != 'Z' && s[n - 1] != 'z') {
+            CHECK(n >= 25 && (s[n - 6] == '+' || s[n - 6] == '-') && s[n - 3] == ':');
+            CHECK((s[n - 5] - '0') * 10 + (s[n - 4] - '0') <= 23 && s[n - 2] <= '5');
         }
         /* A UTC time without fraction formats back to itself: a day that does
          * not exist (Feb 31) would come back as another date. */

@@ -283,6 +283,8 @@ auth = {
     "location-rel": "/v2/a/blobs/uploads/uuid?_state=x",
     "location-proto-rel": "//cdn.example/x",
     "location-relative-path": "../uploads/uuid",
+    "retry-after": "120",
+    "retry-after-date": "Wed, 21 Oct 2015 07:28:00 GMT",
 }
 for k, v in auth.items():
     write("auth", k, v)
@@ -302,6 +304,8 @@ filters = {
     "bad-op": "name=x",
     "bad-regex": "name~=(",
     "bad-quote": 'labels."k',
+    "regex-budget": "name~=/^(ab|[[:alpha:]]){2,5}x{3}$/,labels.k~=a{500}",
+    "regex-too-big": "name~=/(a{999}){999}/\nname~=/(a)\\1/",
 }
 for k, v in filters.items():
     write("filter", k, v)

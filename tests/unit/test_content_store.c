@@ -175,7 +175,7 @@ static void test_digest_parse(void **state)
     berth_error_t *err = NULL;
     char hex[65];
     expect_ok(content_digest_parse(HELLO_DIGEST, hex, &err), &err);
-    assert_string_equal(hex, HELLO_DIGEST + 7);
+    assert_string_equal(hex, &HELLO_DIGEST[7]);
 
     assert_int_equal(content_digest_parse("sha512:abcd", NULL, &err), -1);
     expect_err(&err, BERTH_E_INVALID_ARGUMENT, "sha512", "only sha256");
@@ -220,7 +220,7 @@ static void test_write_commit(void **state)
     content_ingest_discard(ing);
 
     char path[256];
-    snprintf(path, sizeof(path), "%s/blobs/sha256/%s", f->dir, HELLO_DIGEST + 7);
+    snprintf(path, sizeof(path), "%s/blobs/sha256/%s", f->dir, &HELLO_DIGEST[7]);
     struct stat st;
     assert_int_equal(stat(path, &st), 0);
     assert_int_equal(st.st_mode & 0777, 0444);

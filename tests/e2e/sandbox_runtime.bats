@@ -13,73 +13,30 @@ bats_require_minimum_version 1.5.0
 
 SIGSYS_EXIT='killed by signal 31 (Bad system call)'
 
+# shellcheck source=lib/runtime.bash
+source "$BATS_TEST_DIRNAME/lib/runtime.bash"
+
 setup_file() {
-    export BERTH_BIN=${BERTH_BIN:-$BATS_TEST_DIRNAME/../../build/bin}
-    export FIX
-    FIX=$(mktemp -d /tmp/berth-sandbox-rt.XXXXXX)
-    export RT_CGROUP_PARENT=/berth-sandbox-rt-$$
+    rt_setup_file sandbox-rt
 }
 
 teardown_file() {
-    [[ -n ${FIX:-} && -d $FIX ]] && rm -rf "$FIX"
-    local c
-    for c in /sys/fs/cgroup/*/ /sys/fs/cgroup/; do
-        [[ -d $c${RT_CGROUP_PARENT#/} ]] || continue
-        find "$c${RT_CGROUP_PARENT#/}" -depth -type d -exec rmdir {} + 2>/dev/null || true
-    done
+    rt_teardown_file
 }
 
 setup() {
-    local lib=$BATS_TEST_DIRNAME/lib/daemon.bash b
-    [[ -f $lib ]] || skip "tests/e2e/lib/daemon.bash not present"
-    [[ $(id -u) == 0 ]] || skip "needs root (berthd supervises plugins, runc)"
-    command -v jq >/dev/null || skip "jq not installed"
-    command -v runc >/dev/null || skip "runc not installed (scripts/install-deps.sh)"
-    command -v umoci >/dev/null || skip "umoci not installed (scripts/install-deps.sh)"
-    [[ -x /bin/busybox ]] || skip "busybox-static not installed (scripts/install-deps.sh)"
-    # shellcheck source=/dev/null
-    source "$lib"
-    for b in berthd berth berth-runtime-runc berth-shim; do
-        [[ -x $BERTH_BIN/$b ]] || skip "$b not built (looked in $BERTH_BIN)"
-    done
+    rt_setup
 }
 
 teardown() {
     local p
     if [[ -n ${DAEMON_STARTED:-} ]]; then
         [[ ${BATS_TEST_COMPLETED:-} == 1 ]] || berth_dump_log 60 >&3 || true
-        for p in $(cat /sys/fs/cgroup/pids/"${RT_CGROUP_PARENT#/}"/default/*/cgroup.procs 2>/dev/null); do
-            kill -9 "$p" 2>/dev/null || true
-        done
+        rt_kill_containers
         berth_stop_daemon
         DAEMON_STARTED=
     fi
     unset BERTH_FAILPOINTS
-}
-
-start() {
-    DAEMON_STARTED=1
-    berth_start_daemon "{\"gc\": {\"enabled\": false}, \"runtime-runc\": {\"config\": {\"cgroup_parent\": \"$RT_CGROUP_PARENT\"}}}"
-    local tar=$FIX/img.tar
-    if [[ ! -f $tar ]]; then
-        # shellcheck source=/dev/null
-        source "$BATS_TEST_DIRNAME/lib/registry.bash"
-        registry_build_image "$FIX/img" 1
-        tar -C "$FIX/img" -cf "$tar" .
-    fi
-    berth images import --base-name busybox "$tar" >/dev/null
-    IMG=$(berth images ls -q | head -n 1)
-    [[ -n $IMG ]]
-}
-
-plugin_field() { # ID FIELD
-    berth_rpc call plugins.list "{\"id\": \"$1\"}" | jq -r ".plugins[0].$2"
-}
-
-plugin_restarted() { # ID OLD-PID
-    local p
-    p=$(plugin_field "$1" pid)
-    [[ $(plugin_field "$1" status) == ok && -n $p && $p != null && $p != 0 && $p != "$2" ]]
 }
 
 status_field() { # PID FIELD (from /proc/PID/status)
@@ -90,12 +47,8 @@ task_field() { # ID FIELD
     berth tasks ls --format json | jq -r --arg id "$1" ".[] | select(.id == \$id) | .$2"
 }
 
-shim_pid() { # ID
-    pgrep -f "berth-shim --id $1 --namespace default --bundle $BERTH_STATE/" | head -n 1
-}
-
 @test "every thread of berth-runtime-runc runs under seccomp; the launcher and the shims do not" {
-    start
+    rt_start
     # A container makes the plugin start its thread pool (threads created
     # after the filters were loaded inherit them) and a shim.
     berth run -d "$IMG" sbx1 sleep 600
@@ -146,7 +99,7 @@ shim_pid() { # ID
 
 @test "execve, ptrace and unshare each kill only the runtime plugin (SIGSYS); containers keep running" {
     export BERTH_FAILPOINTS="runtime.sandbox_probe=error"
-    start
+    rt_start
     berth run -d "$IMG" keep1 sleep 600
     pid=$(task_field keep1 pid)
     shim=$(shim_pid keep1)

@@ -15,35 +15,19 @@
 
 bats_require_minimum_version 1.5.0
 
+# shellcheck source=lib/runtime.bash
+source "$BATS_TEST_DIRNAME/lib/runtime.bash"
+
 setup_file() {
-    export BERTH_BIN=${BERTH_BIN:-$BATS_TEST_DIRNAME/../../build/bin}
-    export FIX
-    FIX=$(mktemp -d /tmp/berth-torture-rt.XXXXXX)
-    export RT_CGROUP_PARENT=/berth-torture-rt-$$
+    rt_setup_file torture-rt
 }
 
 teardown_file() {
-    [[ -n ${FIX:-} && -d $FIX ]] && rm -rf "$FIX"
-    local c
-    for c in /sys/fs/cgroup/*/ /sys/fs/cgroup/; do
-        [[ -d $c${RT_CGROUP_PARENT#/} ]] || continue
-        find "$c${RT_CGROUP_PARENT#/}" -depth -type d -exec rmdir {} + 2>/dev/null || true
-    done
+    rt_teardown_file
 }
 
 setup() {
-    local lib=$BATS_TEST_DIRNAME/lib/daemon.bash b
-    [[ -f $lib ]] || skip "tests/e2e/lib/daemon.bash not present"
-    [[ $(id -u) == 0 ]] || skip "needs root (berthd supervises plugins, runc)"
-    command -v jq >/dev/null || skip "jq not installed"
-    command -v runc >/dev/null || skip "runc not installed (scripts/install-deps.sh)"
-    command -v umoci >/dev/null || skip "umoci not installed (scripts/install-deps.sh)"
-    [[ -x /bin/busybox ]] || skip "busybox-static not installed (scripts/install-deps.sh)"
-    # shellcheck source=/dev/null
-    source "$lib"
-    for b in berthd berth berth-runtime-runc berth-shim; do
-        [[ -x $BERTH_BIN/$b ]] || skip "$b not built (looked in $BERTH_BIN)"
-    done
+    rt_setup
     BG_PIDS=()
 }
 
@@ -56,9 +40,7 @@ teardown() {
     if [[ -n ${DAEMON_STARTED:-} ]]; then
         [[ ${BATS_TEST_COMPLETED:-} == 1 ]] || berth_dump_log 80 >&3 || true
         # Containers of a failed test: kill what runs in their cgroups.
-        for p in $(cat /sys/fs/cgroup/pids/"${RT_CGROUP_PARENT#/}"/default/*/cgroup.procs 2>/dev/null); do
-            kill -9 "$p" 2>/dev/null || true
-        done
+        rt_kill_containers
         for p in $(pgrep -f "berth-shim --id [^ ]+ --namespace default --bundle $BERTH_STATE/"); do
             kill -9 "$p" 2>/dev/null || true
         done
@@ -68,41 +50,12 @@ teardown() {
     unset BERTH_FAILPOINTS
 }
 
-start() {
-    DAEMON_STARTED=1
-    berth_start_daemon "{\"gc\": {\"enabled\": false}, \"runtime-runc\": {\"config\": {\"cgroup_parent\": \"$RT_CGROUP_PARENT\"}}}"
-    local tar=$FIX/img.tar
-    if [[ ! -f $tar ]]; then
-        # shellcheck source=/dev/null
-        source "$BATS_TEST_DIRNAME/lib/registry.bash"
-        registry_build_image "$FIX/img" 1
-        tar -C "$FIX/img" -cf "$tar" .
-    fi
-    berth images import --base-name busybox "$tar" >/dev/null
-    IMG=$(berth images ls -q | head -n 1)
-    [[ -n $IMG ]]
-}
-
-plugin_field() { # ID FIELD
-    berth_rpc call plugins.list "{\"id\": \"$1\"}" | jq -r ".plugins[0].$2"
-}
-
-plugin_restarted() { # ID OLD-PID
-    local p
-    p=$(plugin_field "$1" pid)
-    [[ $(plugin_field "$1" status) == ok && -n $p && $p != null && $p != 0 && $p != "$2" ]]
-}
-
 fp_hits_ge() { # NAME N: in the daemon log (plugins)
     [[ $(grep -c "msg=\"failpoint hit\" failpoint=$1 " "$BERTH_LOG" || true) -ge $2 ]]
 }
 
 shim_fp_hit() { # ID NAME: in the shim's own log
     grep -q "msg=\"failpoint hit\" failpoint=$2 " "$BERTH_STATE/runtime/default/$1/shim.log" 2>/dev/null
-}
-
-shim_pid() { # ID
-    pgrep -f "berth-shim --id $1 --namespace default --bundle $BERTH_STATE/" | head -n 1
 }
 
 # Gone, or a zombie its new parent has not reaped yet (kill -0 succeeds on it).
@@ -163,7 +116,7 @@ container_usable() { # ID
 
 @test "runtime: kill -9 between the shim's create and the confirm; the shim rolls back, nothing is left" {
     export BERTH_FAILPOINTS="runtime.tasks.create.after_shim=pause=4000"
-    start
+    rt_start
     berth containers create "$IMG" rt1 sleep 600
     berth tasks start -d rt1 >"$BERTH_TEST_DIR/start.out" 2>&1 3>&- &
     BG_PIDS+=($!)
@@ -187,7 +140,7 @@ container_usable() { # ID
 
 @test "shim: kill -9 right after runc create; the runtime's janitor removes the container" {
     export BERTH_FAILPOINTS="shim.create.after_runc_create=pause=30000"
-    start
+    rt_start
     berth containers create "$IMG" sh1 sleep 600
     berth tasks start -d sh1 >"$BERTH_TEST_DIR/start.out" 2>&1 3>&- &
     BG_PIDS+=($!)
@@ -215,7 +168,7 @@ container_usable() { # ID
 
 @test "berthd: kill -9 with all plugins while the shim pauses after runc create; no ghost after restart" {
     export BERTH_FAILPOINTS="shim.create.after_runc_create=pause=3000"
-    start
+    rt_start
     berth containers create "$IMG" bd1 sleep 600
     berth run -d "$IMG" bd0 sleep 600 # a running task that must survive
     pid0=$(berth tasks ls --format json | jq -r '.[] | select(.id == "bd0") | .pid')

@@ -1,0 +1,77 @@
+# SPDX-License-Identifier: Apache-2.0
+# Shared by the runtime's crash and sandbox suites (torture_runtime.bats,
+# sandbox_runtime.bats): a private berthd whose containers live under their
+# own cgroup parent, a busybox image imported once per file, and the
+# predicates those suites poll. Source it from the .bats file; call
+# rt_setup_file NAME from setup_file, rt_teardown_file from teardown_file,
+# rt_setup from setup and rt_start in a test.
+
+rt_setup_file() { # NAME: names the temp dir and the cgroup parent
+    export BERTH_BIN=${BERTH_BIN:-$BATS_TEST_DIRNAME/../../build/bin}
+    export FIX
+    FIX=$(mktemp -d "/tmp/berth-$1.XXXXXX")
+    export RT_CGROUP_PARENT=/berth-$1-$$
+}
+
+rt_teardown_file() {
+    [[ -n ${FIX:-} && -d $FIX ]] && rm -rf "$FIX"
+    local c
+    for c in /sys/fs/cgroup/*/ /sys/fs/cgroup/; do
+        [[ -d $c${RT_CGROUP_PARENT#/} ]] || continue
+        find "$c${RT_CGROUP_PARENT#/}" -depth -type d -exec rmdir {} + 2>/dev/null || true
+    done
+}
+
+# Skips (with the reason) unless root, the tools and the binaries are here.
+rt_setup() {
+    local lib=$BATS_TEST_DIRNAME/lib/daemon.bash b
+    [[ -f $lib ]] || skip "tests/e2e/lib/daemon.bash not present"
+    [[ $(id -u) == 0 ]] || skip "needs root (berthd supervises plugins, runc)"
+    command -v jq >/dev/null || skip "jq not installed"
+    command -v runc >/dev/null || skip "runc not installed (scripts/install-deps.sh)"
+    command -v umoci >/dev/null || skip "umoci not installed (scripts/install-deps.sh)"
+    [[ -x /bin/busybox ]] || skip "busybox-static not installed (scripts/install-deps.sh)"
+    # shellcheck source=/dev/null
+    source "$lib"
+    for b in berthd berth berth-runtime-runc berth-shim; do
+        [[ -x $BERTH_BIN/$b ]] || skip "$b not built (looked in $BERTH_BIN)"
+    done
+}
+
+# Kills whatever still runs in this file's container cgroups (a failed test).
+rt_kill_containers() {
+    local p
+    for p in $(cat /sys/fs/cgroup/pids/"${RT_CGROUP_PARENT#/}"/default/*/cgroup.procs 2>/dev/null); do
+        kill -9 "$p" 2>/dev/null || true
+    done
+}
+
+# Starts berthd (no gc) and imports the busybox image; sets IMG.
+rt_start() {
+    DAEMON_STARTED=1
+    berth_start_daemon "{\"gc\": {\"enabled\": false}, \"runtime-runc\": {\"config\": {\"cgroup_parent\": \"$RT_CGROUP_PARENT\"}}}"
+    local tar=$FIX/img.tar
+    if [[ ! -f $tar ]]; then
+        # shellcheck source=/dev/null
+        source "$BATS_TEST_DIRNAME/lib/registry.bash"
+        registry_build_image "$FIX/img" 1
+        tar -C "$FIX/img" -cf "$tar" .
+    fi
+    berth images import --base-name busybox "$tar" >/dev/null
+    IMG=$(berth images ls -q | head -n 1)
+    [[ -n $IMG ]]
+}
+
+plugin_field() { # ID FIELD
+    berth_rpc call plugins.list "{\"id\": \"$1\"}" | jq -r ".plugins[0].$2"
+}
+
+plugin_restarted() { # ID OLD-PID
+    local p
+    p=$(plugin_field "$1" pid)
+    [[ $(plugin_field "$1" status) == ok && -n $p && $p != null && $p != 0 && $p != "$2" ]]
+}
+
+shim_pid() { # ID
+    pgrep -f "berth-shim --id $1 --namespace default --bundle $BERTH_STATE/" | head -n 1
+}

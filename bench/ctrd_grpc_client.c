@@ -65,7 +65,10 @@ static void put_bytes(buf_t *b, unsigned field, const void *d, size_t n)
     put(b, d, n);
 }
 
-static void put_str(buf_t *b, unsigned field, const char *s) { put_bytes(b, field, s, strlen(s)); }
+static void put_str(buf_t *b, unsigned field, const char *s)
+{
+    put_bytes(b, field, s, strlen(s));
+}
 
 static void put_msg(buf_t *b, unsigned field, buf_t *m)
 {
@@ -92,16 +95,23 @@ static size_t count_field1(const unsigned char *p, const unsigned char *end)
     while (p < end) {
         uint64_t key = get_varint(&p, end), l;
         switch (key & 7) {
-        case 0: get_varint(&p, end); break;
-        case 1: p += 8; break;
-        case 5: p += 4; break;
+        case 0:
+            get_varint(&p, end);
+            break;
+        case 1:
+            p += 8;
+            break;
+        case 5:
+            p += 4;
+            break;
         case 2:
             l = get_varint(&p, end);
             if (l > (uint64_t)(end - p))
                 return n;
             p += l;
             break;
-        default: return n;
+        default:
+            return n;
         }
         n += (key >> 3) == 1;
     }
@@ -109,14 +119,22 @@ static size_t count_field1(const unsigned char *p, const unsigned char *end)
 }
 
 /* ---- HTTP/2 ---- */
-enum { F_DATA = 0, F_HEADERS = 1, F_RST = 3, F_SETTINGS = 4, F_PING = 6, F_GOAWAY = 7, F_WINDOW = 8 };
+enum {
+    F_DATA = 0,
+    F_HEADERS = 1,
+    F_RST = 3,
+    F_SETTINGS = 4,
+    F_PING = 6,
+    F_GOAWAY = 7,
+    F_WINDOW = 8
+};
 
 static void frame_hdr(buf_t *b, size_t len, unsigned type, unsigned flags, uint32_t stream)
 {
-    unsigned char h[9] = {(unsigned char)(len >> 16), (unsigned char)(len >> 8), (unsigned char)len,
-                          (unsigned char)type, (unsigned char)flags,
-                          (unsigned char)(stream >> 24), (unsigned char)(stream >> 16),
-                          (unsigned char)(stream >> 8), (unsigned char)stream};
+    unsigned char h[9] = {
+        (unsigned char)(len >> 16),    (unsigned char)(len >> 8),    (unsigned char)len,
+        (unsigned char)type,           (unsigned char)flags,         (unsigned char)(stream >> 24),
+        (unsigned char)(stream >> 16), (unsigned char)(stream >> 8), (unsigned char)stream};
     put(b, h, 9);
 }
 
@@ -156,7 +174,8 @@ static int sock_fd = -1;
 
 __attribute__((noreturn)) static void die(const char *what)
 {
-    fprintf(stderr, "ctrd-grpc-client: %s%s%s\n", what, errno ? ": " : "", errno ? strerror(errno) : "");
+    fprintf(stderr, "ctrd-grpc-client: %s%s%s\n", what, errno ? ": " : "",
+            errno ? strerror(errno) : "");
     exit(1);
 }
 
@@ -212,8 +231,8 @@ static int read_response(uint32_t sid, buf_t *body, buf_t *out)
         recv_n(h, 9);
         size_t len = (size_t)h[0] << 16 | (size_t)h[1] << 8 | h[2];
         unsigned type = h[3], flags = h[4];
-        uint32_t stream = ((uint32_t)h[5] << 24 | (uint32_t)h[6] << 16 | (uint32_t)h[7] << 8 | h[8]) &
-                          0x7fffffff;
+        uint32_t stream =
+            ((uint32_t)h[5] << 24 | (uint32_t)h[6] << 16 | (uint32_t)h[7] << 8 | h[8]) & 0x7fffffff;
         payload.len = 0;
         if (len > payload.cap) {
             payload.cap = len;
@@ -235,7 +254,9 @@ static int read_response(uint32_t sid, buf_t *body, buf_t *out)
                 send_all(out);
             }
             break;
-        case F_GOAWAY: errno = 0; die("GOAWAY from containerd");
+        case F_GOAWAY:
+            errno = 0;
+            die("GOAWAY from containerd");
         case F_DATA:
             if (stream == sid) {
                 size_t off = 0, pad = 0;
@@ -260,7 +281,8 @@ static int read_response(uint32_t sid, buf_t *body, buf_t *out)
             if (stream == sid)
                 return -1;
             break;
-        default: break; /* WINDOW_UPDATE, CONTINUATION, PRIORITY */
+        default:
+            break; /* WINDOW_UPDATE, CONTINUATION, PRIORITY */
         }
     }
 }

@@ -161,9 +161,9 @@ struct core_route_s {
     size_t heap_idx;   /* index in the deadline heap + 1, 0 = not in it */
     uint64_t started_ms;
     bool explicit_deadline;
-    bool retry_ok;  /* may be re-sent to a new instance before its stream started */
+    bool retry_ok;       /* may be re-sent to a new instance before its stream started */
     bool has_request_id; /* params carry a request_id (retry-safe where the method is `replay`) */
-    bool resumable; /* re-sent to a new instance even after its stream started */
+    bool resumable;      /* re-sent to a new instance even after its stream started */
     bool stream_started;
     bool canceled;
     bool counts_for_drain; /* in-flight work a replace waits for */

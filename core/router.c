@@ -678,7 +678,7 @@ static void forward_request(core_peer_t *p, const ipc_msg_t *m)
     if (me) {
         apply_method(r, me);
     } else {
-        r->plugin = ext; /* NULL: unresolved until a plugin registers it */
+        r->plugin = ext;     /* NULL: unresolved until a plugin registers it */
         r->retry_ok = false; /* decided by apply_method once the method is known */
     }
     heap_push(c, r);

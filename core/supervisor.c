@@ -293,8 +293,7 @@ static void on_restart_timer(uv_timer_t *t)
     if (pl->status == CORE_PS_FAILED) {
         if (access(pl->path, X_OK) < 0) {
             /* Still not installed: wait again, quietly (logged once). */
-            uv_timer_start(&pl->restart_timer, on_restart_timer, pl->core->cfg->failed_retry_ms,
-                           0);
+            uv_timer_start(&pl->restart_timer, on_restart_timer, pl->core->cfg->failed_retry_ms, 0);
             return;
         }
         berth_log(BERTH_LOG_INFO, "msg=\"retrying failed plugin\" plugin=%s", pl->id);

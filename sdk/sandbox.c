@@ -38,11 +38,10 @@ static int restrict_clone(scmp_filter_ctx ctx, bool allowlist)
 {
     /* A rule whose action is the filter's default is refused (EACCES):
      * an allowlist kills other clones by default, a denylist allows threads. */
-    int rc = allowlist
-                 ? seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(clone), 1,
-                                    SCMP_A0(SCMP_CMP_MASKED_EQ, CLONE_THREAD, CLONE_THREAD))
-                 : seccomp_rule_add(ctx, SCMP_ACT_KILL_PROCESS, SCMP_SYS(clone), 1,
-                                    SCMP_A0(SCMP_CMP_MASKED_EQ, CLONE_THREAD, 0));
+    int rc = allowlist ? seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(clone), 1,
+                                          SCMP_A0(SCMP_CMP_MASKED_EQ, CLONE_THREAD, CLONE_THREAD))
+                       : seccomp_rule_add(ctx, SCMP_ACT_KILL_PROCESS, SCMP_SYS(clone), 1,
+                                          SCMP_A0(SCMP_CMP_MASKED_EQ, CLONE_THREAD, 0));
     if (rc < 0)
         return rc;
     return seccomp_rule_add(ctx, SCMP_ACT_ERRNO(ENOSYS), SCMP_SYS(clone3), 0);
@@ -268,8 +267,7 @@ int berth_plugin_sandbox(berth_plugin_t *p, const char *const *extra_syscalls,
             }
         }
         /* Denying fork denies its clone form too (see restrict_clone). */
-        if (listed(denied, "fork") &&
-            (rc = restrict_clone(ctx, false)) < 0) {
+        if (listed(denied, "fork") && (rc = restrict_clone(ctx, false)) < 0) {
             bad = "clone (threads only)";
             goto out;
         }
@@ -292,11 +290,21 @@ out:
 int berth_plugin_confine(berth_plugin_t *p, unsigned flags, const char *const *extra_allowed,
                          const char *const *extra_denied, berth_error_t **err)
 {
-    static const char *const never[] = {"execve",   "execveat",         "mount",
-                                        "umount2",  "ptrace",           "process_vm_readv",
-                                        "process_vm_writev", "pivot_root", "chroot",
-                                        "setns",    "unshare",          "fork",
-                                        "vfork",    "kill",             "setsid"};
+    static const char *const never[] = {"execve",
+                                        "execveat",
+                                        "mount",
+                                        "umount2",
+                                        "ptrace",
+                                        "process_vm_readv",
+                                        "process_vm_writev",
+                                        "pivot_root",
+                                        "chroot",
+                                        "setns",
+                                        "unshare",
+                                        "fork",
+                                        "vfork",
+                                        "kill",
+                                        "setsid"};
     static const char *const sockets[] = {"socket", "socketpair", "connect", "bind",
                                           "listen", "accept",     "accept4"};
     const char *denied[64], *allowed[64];

@@ -16,7 +16,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-
 #include "berth/failpoint.h"
 #include "berth/log.h"
 #include "berth/sha256.h"

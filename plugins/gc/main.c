@@ -225,10 +225,11 @@ static int gc_sandbox(berth_plugin_t *p, berth_error_t **err)
 {
     /* no file changes: deletion is asked of content and snapshot-overlay */
     static const char *const denied[] = {
-        "unlink", "unlinkat", "rename", "renameat", "renameat2", "mkdir", "mkdirat", "rmdir",
-        "link", "linkat", "symlink", "symlinkat", "chmod", "fchmod", "fchmodat", "chown", "fchown",
-        "fchownat", "lchown", "truncate", "ftruncate", "fallocate", "utimensat", "copy_file_range",
-        "sendfile", "splice", NULL};
+        "unlink",   "unlinkat", "rename",    "renameat",  "renameat2", "mkdir",
+        "mkdirat",  "rmdir",    "link",      "linkat",    "symlink",   "symlinkat",
+        "chmod",    "fchmod",   "fchmodat",  "chown",     "fchown",    "fchownat",
+        "lchown",   "truncate", "ftruncate", "fallocate", "utimensat", "copy_file_range",
+        "sendfile", "splice",   NULL};
     return berth_plugin_confine(p, 0, NULL, denied, err);
 }
 

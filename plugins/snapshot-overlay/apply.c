@@ -88,7 +88,7 @@ typedef struct {
     overlay_comp_t comp;
     uint64_t cap;
     atomic_int *cancel;
-    berth_sha256_t md; /* berth's own (SHA-NI where the CPU has it): no libcrypto */
+    berth_sha256_t md;        /* berth's own (SHA-NI where the CPU has it): no libcrypto */
     size_t out_want, in_want; /* current chunk sizes (ramp up to RING_BUF/IN_BUF) */
     uint64_t total;
     uint8_t *in;

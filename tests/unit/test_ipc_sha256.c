@@ -47,7 +47,8 @@ static void vectors(void)
     check(d, 100000, "5e36f5cea4f178344affaa2b166010422f54e15171b43f374816075d477ee60e");
     char s[72];
     berth_sha256_digest_string("abc", 3, s);
-    assert_string_equal(s, "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    assert_string_equal(s,
+                        "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
     free(d);
 }
 

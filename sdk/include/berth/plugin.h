@@ -46,7 +46,7 @@ enum {
 typedef void (*berth_handler_cb)(berth_req_t *req, const msgpack_object *params);
 
 typedef struct {
-    const char *name;    /* "content.write" */
+    const char *name; /* "content.write" */
     berth_handler_cb cb;
     unsigned flags;      /* BERTH_METHOD_* */
     const char *callers; /* INTERNAL only: comma-separated plugin ids, e.g. "gc" */
@@ -161,7 +161,7 @@ void berth_req_failf(berth_req_t *r, berth_code_t code, const char *fmt, ...) BE
  * chunks unacknowledged; berth_req_stream_credit() says how many may be sent
  * now; the writable callback runs when credit returns. */
 msgpack_packer *berth_req_stream_begin(berth_req_t *r); /* pack one data object */
-int berth_req_stream_end_chunk(berth_req_t *r);          /* sends it */
+int berth_req_stream_end_chunk(berth_req_t *r);         /* sends it */
 int berth_req_stream_send_bin(berth_req_t *r, const void *p, size_t n);
 unsigned berth_req_stream_credit(berth_req_t *r);
 void berth_req_set_writable_cb(berth_req_t *r, void (*cb)(berth_req_t *r));

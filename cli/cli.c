@@ -740,7 +740,9 @@ const char *cli_rfc3339(int64_t ts_ns)
     return b;
 }
 
-const char *cli_rfc3339_nano(int64_t ts_ns)
+/* ts_ns as `date_fmt` (strftime, UTC), then Go's ".999999999" (trailing
+ * zeros trimmed, nothing for whole seconds), then `suffix`. */
+static const char *format_ns(int64_t ts_ns, const char *date_fmt, const char *suffix)
 {
     char *b = rot_buf();
     time_t s;
@@ -748,38 +750,26 @@ const char *cli_rfc3339_nano(int64_t ts_ns)
     split_ns(ts_ns, &s, &nsec);
     struct tm tm;
     gmtime_r(&s, &tm);
-    size_t n = strftime(b, 64, "%Y-%m-%dT%H:%M:%S", &tm);
+    size_t n = strftime(b, 64, date_fmt, &tm);
     if (nsec) {
-        /* Go's ".999999999": trailing zeros trimmed. */
         char frac[16];
         snprintf(frac, sizeof(frac), "%09ld", nsec);
         for (int i = 8; i > 0 && frac[i] == '0'; i--)
             frac[i] = 0;
         n += (size_t)snprintf(b + n, 64 - n, ".%s", frac);
     }
-    snprintf(b + n, 64 - n, "Z");
+    snprintf(b + n, 64 - n, "%s", suffix);
     return b;
+}
+
+const char *cli_rfc3339_nano(int64_t ts_ns)
+{
+    return format_ns(ts_ns, "%Y-%m-%dT%H:%M:%S", "Z");
 }
 
 const char *cli_go_time(int64_t ts_ns)
 {
-    char *b = rot_buf();
-    time_t s;
-    long nsec;
-    split_ns(ts_ns, &s, &nsec);
-    struct tm tm;
-    gmtime_r(&s, &tm);
-    size_t n = strftime(b, 64, "%Y-%m-%d %H:%M:%S", &tm);
-    if (nsec) {
-        /* Go's ".999999999": trailing zeros trimmed. */
-        char frac[16];
-        snprintf(frac, sizeof(frac), "%09ld", nsec);
-        for (int i = 8; i > 0 && frac[i] == '0'; i--)
-            frac[i] = 0;
-        n += (size_t)snprintf(b + n, 64 - n, ".%s", frac);
-    }
-    snprintf(b + n, 64 - n, " +0000 UTC");
-    return b;
+    return format_ns(ts_ns, "%Y-%m-%d %H:%M:%S", " +0000 UTC");
 }
 
 int cli_parse_duration_ms(const char *s, uint32_t *out_ms)

@@ -825,27 +825,26 @@ pull_killed_then_retried() {
     check_blobs
 }
 
-@test "transfer: kill -9 after a layer is committed: no half-pulled image listed, the retried pull completes" {
+# Starts a pull that stops at transfer's failpoint FP, and kills transfer there.
+pull_killed_at() { # FP
     registry_fixture
-    export BERTH_FAILPOINTS="transfer.pull.after_layer=once:pause=3000"
+    export BERTH_FAILPOINTS="$1=once:pause=3000"
     start "$NO_RUNTIME"
     need_plugin transfer
     berth images pull --plain-http "$REG/torture:1" >"$BERTH_TEST_DIR/pull.out" 2>&1 3>&- &
     BG_PIDS+=($!)
-    kill_at transfer transfer.pull.after_layer 1
+    kill_at transfer "$1" 1
+}
+
+@test "transfer: kill -9 after a layer is committed: no half-pulled image listed, the retried pull completes" {
+    pull_killed_at transfer.pull.after_layer
     # The layer is committed in content: correct, not part of any image.
     [ "$(berth content ls -q | wc -l)" -ge 1 ]
     pull_killed_then_retried
 }
 
 @test "transfer: kill -9 with every layer unpacked, before the image is recorded: nothing listed, the retry records it" {
-    registry_fixture
-    export BERTH_FAILPOINTS="transfer.pull.before_image_create=once:pause=3000"
-    start "$NO_RUNTIME"
-    need_plugin transfer
-    berth images pull --plain-http "$REG/torture:1" >"$BERTH_TEST_DIR/pull.out" 2>&1 3>&- &
-    BG_PIDS+=($!)
-    kill_at transfer transfer.pull.before_image_create 1
+    pull_killed_at transfer.pull.before_image_create
     # All blobs (index or manifest, config, 3 layers) are in, the image is not.
     [ "$(berth content ls -q | wc -l)" -ge 5 ]
     pull_killed_then_retried

@@ -343,6 +343,15 @@ static void removed(meta_job_t *j)
         meta_job_finish(j);
         return;
     }
+    if (j->b) {
+        /* async: the record is gone (the id is free again, the snapshot no
+         * longer listed); the directory goes in the background, as
+         * containerd's gc removes a deleted snapshot's files later. A
+         * failure leaves the tombstone for gc. */
+        meta_backend_remove(j->mp, j->plan.tomb, NULL, NULL);
+        meta_job_finish(j);
+        return;
+    }
     /* Reply once the backend removed the directory (or failed to: the
      * tombstone stays for gc), so `snapshots rm` frees the disk now. */
     meta_job_publish(j);
@@ -359,6 +368,7 @@ static void h_remove(berth_req_t *req, const msgpack_object *params)
         meta_job_free(j);
         return;
     }
+    berth_mp_get_bool(params, "async", &j->b, NULL);
     meta_job_write(j, w_remove, removed);
 }
 

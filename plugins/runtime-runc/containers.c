@@ -237,6 +237,92 @@ static json_t *image_config(const char *ns, const char *image, const msgpack_obj
     return cfg;
 }
 
+/* The image's /etc/passwd and /etc/group by its layers (the lowerdir of the
+ * container's overlay mount: committed snapshots never change and their ids
+ * are never reused), so that a second container of an image is not mounted
+ * read-only first just to read them. Small files only. */
+#define ETC_CACHE 8
+#define ETC_CACHE_MAX_FILE (64u * 1024)
+static struct {
+    char *key;
+    rt_etc_t etc;
+    uint64_t used;
+} g_etc_cache[ETC_CACHE];
+static uint64_t g_etc_clock;
+static pthread_mutex_t g_etc_mu = PTHREAD_MUTEX_INITIALIZER;
+
+/* The cache key of an image's root: "chdir|lowerdir" of its only overlay
+ * mount, or NULL (a bind mount of an empty image, several mounts). */
+static char *etc_cache_key(const rt_fsmount_t *fm, size_t nfm)
+{
+    if (nfm != 1 || !fm[0].type || strcmp(fm[0].type, "overlay") != 0)
+        return NULL;
+    for (size_t i = 0; i < fm[0].n_options; i++) {
+        if (strncmp(fm[0].options[i], "lowerdir=", 9) == 0) {
+            char *k = NULL;
+            if (asprintf(&k, "%s|%s", fm[0].chdir ? fm[0].chdir : "", fm[0].options[i] + 9) < 0)
+                return NULL;
+            return k;
+        }
+    }
+    return NULL;
+}
+
+static bool etc_cache_get(const char *key, rt_etc_t *out)
+{
+    bool hit = false;
+    memset(out, 0, sizeof(*out));
+    pthread_mutex_lock(&g_etc_mu);
+    for (int i = 0; i < ETC_CACHE && !hit; i++) {
+        if (!g_etc_cache[i].key || strcmp(g_etc_cache[i].key, key) != 0)
+            continue;
+        g_etc_cache[i].used = ++g_etc_clock;
+        hit = true;
+        for (int f = 0; f < 2; f++) {
+            const rt_etc_t *e = &g_etc_cache[i].etc;
+            if (!e->data[f])
+                continue;
+            if (!(out->data[f] = malloc(e->len[f] + 1))) {
+                hit = false;
+                break;
+            }
+            memcpy(out->data[f], e->data[f], e->len[f] + 1);
+            out->len[f] = e->len[f];
+        }
+    }
+    pthread_mutex_unlock(&g_etc_mu);
+    if (!hit)
+        rt_etc_clear(out);
+    return hit;
+}
+
+/* Takes *e (cleared) when it is small enough to keep. */
+static void etc_cache_put(const char *key, rt_etc_t *e)
+{
+    if (e->len[0] > ETC_CACHE_MAX_FILE || e->len[1] > ETC_CACHE_MAX_FILE)
+        return;
+    char *k = strdup(key);
+    if (!k)
+        return;
+    pthread_mutex_lock(&g_etc_mu);
+    int victim = 0;
+    for (int i = 0; i < ETC_CACHE; i++) {
+        if (!g_etc_cache[i].key) {
+            victim = i;
+            break;
+        }
+        if (g_etc_cache[i].used < g_etc_cache[victim].used)
+            victim = i;
+    }
+    free(g_etc_cache[victim].key);
+    rt_etc_clear(&g_etc_cache[victim].etc);
+    g_etc_cache[victim].key = k;
+    g_etc_cache[victim].etc = *e;
+    g_etc_cache[victim].used = ++g_etc_clock;
+    memset(e, 0, sizeof(*e));
+    pthread_mutex_unlock(&g_etc_mu);
+}
+
 static void remove_snapshot(const char *ns, const char *key)
 {
     berth_mpbuf_t b;
@@ -285,20 +371,31 @@ static json_t *build_spec(const char *ns, const char *id, const msgpack_object *
         rt_host_probe(&priv_host, true);
         in.host = &priv_host;
     }
-    /* Users and groups come from the image: mount its root read-only. */
-    char tmp[4096];
-    snprintf(tmp, sizeof(tmp), "%s/%s-%s-XXXXXX", rt_g.tmp_dir, ns, id);
+    /* Users and groups come from the image: its /etc files from the cache,
+     * or read with its root mounted read-only. */
+    char tmp[4096] = "";
     rt_fsmount_t *fm = NULL;
     size_t nfm = 0;
     bool mounted = false;
     json_t *spec = NULL;
+    rt_etc_t etc = {0};
+    _cleanup_free_ char *key = NULL;
+    if (rt_fsmounts_from_mp(mounts, &fm, &nfm, err) < 0)
+        goto out;
+    key = etc_cache_key(fm, nfm);
+    if (key && etc_cache_get(key, &etc)) {
+        in.etc = &etc;
+        spec = rt_spec_generate(&in, &o, err);
+        goto out;
+    }
+    snprintf(tmp, sizeof(tmp), "%s/%s-%s-XXXXXX", rt_g.tmp_dir, ns, id);
     if (rt_mkdir_p(rt_g.tmp_dir, 0700, err) < 0 || !mkdtemp(tmp)) {
         if (err && !*err)
             berth_error_errno(err, errno, "temporary mount point in %s", rt_g.tmp_dir);
+        tmp[0] = 0;
         goto out;
     }
-    if (rt_fsmounts_from_mp(mounts, &fm, &nfm, err) < 0 ||
-        rt_rootfs_mount(tmp, fm, nfm, true, err) < 0)
+    if (rt_rootfs_mount(tmp, fm, nfm, true, err) < 0)
         goto out;
     mounted = true;
     in.rootfd = open(tmp, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -306,7 +403,17 @@ static json_t *build_spec(const char *ns, const char *id, const msgpack_object *
         berth_error_errno(err, errno, "open %s", tmp);
         goto out;
     }
+    if (key) {
+        /* Files that cannot be read (a directory, too large) are left to
+         * the resolution itself, which says so when it needs them. */
+        berth_error_t *ign = NULL;
+        if (rt_etc_read(in.rootfd, &etc, &ign) == 0)
+            in.etc = &etc;
+        berth_error_free(&ign);
+    }
     spec = rt_spec_generate(&in, &o, err);
+    if (spec && in.etc)
+        etc_cache_put(key, &etc);
 out:
     if (in.rootfd >= 0)
         close(in.rootfd);
@@ -318,7 +425,9 @@ out:
             berth_error_free(&e2);
         }
     }
-    rmdir(tmp);
+    if (tmp[0])
+        rmdir(tmp);
+    rt_etc_clear(&etc);
     rt_fsmounts_free(fm, nfm);
     rt_spec_opts_free(&o);
     rt_host_clear(&priv_host);
@@ -533,8 +642,12 @@ int rt_container_delete_key(const char *ns, const char *id, const char *key, ber
      * write batch when they arrive together. A crash in between can only
      * leave a snapshot no container refers to, which gc collects. */
     berth_mpbuf_t sb, cb;
-    params_begin(&sb, ns, 1);
+    /* async: the snapshot's record goes with the container's; its files
+     * are deleted after the answer (a few ms per container, off `run
+     * --rm`'s path), as containerd's gc deletes them later. */
+    params_begin(&sb, ns, 2);
     berth_mp_kv_str(&sb.pk, "key", key ? key : "");
+    berth_mp_kv_bool(&sb.pk, "async", true);
     params_begin(&cb, ns, 1);
     berth_mp_kv_str(&cb.pk, "id", id);
     rt_result_t sr, cr;

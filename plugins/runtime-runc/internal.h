@@ -48,6 +48,23 @@ int rt_parse_id(const char *s, size_t len, uint32_t *out);
  * Errors: invalid_argument (malformed USER, unknown user or group). */
 int rt_user_resolve(int rootfd, const char *user, rt_user_t *out, berth_error_t **err);
 
+/** The image's /etc/passwd and /etc/group as read by rt_etc_read (data NULL:
+ * the file does not exist). An image's files never change (its snapshots are
+ * committed), so the runtime keeps them per image instead of mounting the
+ * image for every container. */
+typedef struct {
+    char *data[2]; /* passwd, group; NUL-terminated */
+    size_t len[2];
+} rt_etc_t;
+
+int rt_etc_read(int rootfd, rt_etc_t *out, berth_error_t **err);
+void rt_etc_clear(rt_etc_t *e);
+
+/** rt_user_resolve with the files from `etc` when it is not NULL (then
+ * rootfd is not used). */
+int rt_user_resolve_etc(int rootfd, const rt_etc_t *etc, const char *user, rt_user_t *out,
+                        berth_error_t **err);
+
 /** Reads a file inside `rootfd` (RESOLVE_IN_ROOT) with a size cap. *out is
  * malloc'd and NUL-terminated. Returns 0, 1 if the file does not exist, or -1. */
 int rt_read_in_root(int rootfd, const char *path, size_t cap, char **out, size_t *len,
@@ -148,6 +165,7 @@ typedef struct {
     const char *ns;
     const json_t *image_config; /* the OCI image config document, or NULL */
     int rootfd;                 /* image root for user resolution, or -1 */
+    const rt_etc_t *etc;        /* or its /etc files, read before (NULL: use rootfd) */
     const rt_host_t *host;
     const char *cgroups_path; /* "/berth/<ns>/<id>" or a systemd slice path */
 } rt_spec_input_t;

@@ -883,7 +883,7 @@ json_t *rt_spec_generate(const rt_spec_input_t *in, const rt_spec_opts_t *o, ber
     if (!user && cfg)
         user = json_string_value(json_object_get(cfg, "User"));
     rt_user_t u;
-    if (rt_user_resolve(in->rootfd, user, &u, err) < 0)
+    if (rt_user_resolve_etc(in->rootfd, in->etc, user, &u, err) < 0)
         goto fail;
     json_object_set_new(proc, "user", user_obj(&u));
     rt_user_clear(&u);

@@ -305,11 +305,24 @@ static int supplementary(const char *data, size_t len, const char *username, siz
     return 0;
 }
 
-static int load(int rootfd, const char *path, char **data, size_t *len, bool *absent,
-                berth_error_t **err)
+static int load(int rootfd, const rt_etc_t *etc, const char *path, char **data, size_t *len,
+                bool *absent, berth_error_t **err)
 {
     if (*data || *absent)
         return 0;
+    if (etc) {
+        int i = strcmp(path, "/etc/passwd") == 0 ? 0 : 1;
+        if (!etc->data[i]) {
+            *absent = true;
+            return 0;
+        }
+        if (!(*data = malloc(etc->len[i] + 1)))
+            return berth_error_set(err, BERTH_E_RESOURCE_EXHAUSTED, "out of memory");
+        memcpy(*data, etc->data[i], etc->len[i]);
+        (*data)[etc->len[i]] = 0;
+        *len = etc->len[i];
+        return 0;
+    }
     if (rootfd < 0) {
         *absent = true;
         return 0;
@@ -322,7 +335,35 @@ static int load(int rootfd, const char *path, char **data, size_t *len, bool *ab
     return 0;
 }
 
+int rt_etc_read(int rootfd, rt_etc_t *out, berth_error_t **err)
+{
+    static const char *const paths[2] = {"/etc/passwd", "/etc/group"};
+    memset(out, 0, sizeof(*out));
+    for (int i = 0; i < 2; i++) {
+        int r = rt_read_in_root(rootfd, paths[i], RT_MAX_ETC_FILE, &out->data[i], &out->len[i],
+                                err);
+        if (r < 0) {
+            rt_etc_clear(out);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+void rt_etc_clear(rt_etc_t *e)
+{
+    free(e->data[0]);
+    free(e->data[1]);
+    memset(e, 0, sizeof(*e));
+}
+
 int rt_user_resolve(int rootfd, const char *user, rt_user_t *out, berth_error_t **err)
+{
+    return rt_user_resolve_etc(rootfd, NULL, user, out, err);
+}
+
+int rt_user_resolve_etc(int rootfd, const rt_etc_t *etc, const char *user, rt_user_t *out,
+                        berth_error_t **err)
 {
     memset(out, 0, sizeof(*out));
     if (!user)
@@ -352,14 +393,14 @@ int rt_user_resolve(int rootfd, const char *user, rt_user_t *out, berth_error_t 
         /* No USER: root, and root's supplementary groups. */
         out->uid = 0;
         out->gid = 0;
-        if (load(rootfd, "/etc/passwd", &passwd, &plen, &pabsent, err) < 0)
+        if (load(rootfd, etc, "/etc/passwd", &passwd, &plen, &pabsent, err) < 0)
             goto fail;
         if (passwd && passwd_find(passwd, plen, NULL, 0, &pw))
             username = strndup(pw.name, pw.name_len);
         else
             username = strdup("root");
     } else if (rt_parse_id(uname, ulen, &out->uid) == 0) {
-        if (load(rootfd, "/etc/passwd", &passwd, &plen, &pabsent, err) < 0)
+        if (load(rootfd, etc, "/etc/passwd", &passwd, &plen, &pabsent, err) < 0)
             goto fail;
         /* A uid missing from passwd is allowed (gid 0), like containerd. */
         if (passwd && passwd_find(passwd, plen, NULL, out->uid, &pw)) {
@@ -374,7 +415,7 @@ int rt_user_resolve(int rootfd, const char *user, rt_user_t *out, berth_error_t 
                             "invalid user \"%s\": uid out of range (0 to 4294967294)", user);
             goto fail;
         }
-        if (load(rootfd, "/etc/passwd", &passwd, &plen, &pabsent, err) < 0)
+        if (load(rootfd, etc, "/etc/passwd", &passwd, &plen, &pabsent, err) < 0)
             goto fail;
         if (!passwd) {
             berth_error_set(err, BERTH_E_INVALID_ARGUMENT,
@@ -399,7 +440,7 @@ int rt_user_resolve(int rootfd, const char *user, rt_user_t *out, berth_error_t 
                                 "invalid user \"%s\": gid out of range (0 to 4294967294)", user);
                 goto fail;
             }
-            if (load(rootfd, "/etc/group", &groupf, &glen, &gabsent, err) < 0)
+            if (load(rootfd, etc, "/etc/group", &groupf, &glen, &gabsent, err) < 0)
                 goto fail;
             if (!groupf) {
                 berth_error_set(err, BERTH_E_INVALID_ARGUMENT,
@@ -417,7 +458,7 @@ int rt_user_resolve(int rootfd, const char *user, rt_user_t *out, berth_error_t 
     }
 
     if (username) {
-        if (load(rootfd, "/etc/group", &groupf, &glen, &gabsent, err) < 0)
+        if (load(rootfd, etc, "/etc/group", &groupf, &glen, &gabsent, err) < 0)
             goto fail;
         if (groupf && supplementary(groupf, glen, username, strlen(username), out, err) < 0)
             goto fail;

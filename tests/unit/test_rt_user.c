@@ -108,6 +108,45 @@ static void test_name(void **state)
     (void)state;
 }
 
+/* The files read once (rt_etc_read, as the runtime's per-image cache keeps
+ * them) resolve exactly as reading through the root does, and an image
+ * without them behaves as "no rootfs" (numeric users only). */
+static void test_etc_read_matches_root(void **state)
+{
+    rt_etc_t etc;
+    berth_error_t *err = NULL;
+    assert_int_equal(rt_etc_read(rootfd, &etc, &err), 0);
+    assert_non_null(etc.data[0]);
+    assert_non_null(etc.data[1]);
+    const char *users[] = {"", "alice", "1001", "bob:staff", "alice:0", "4242"};
+    for (size_t i = 0; i < sizeof(users) / sizeof(users[0]); i++) {
+        rt_user_t a, b;
+        assert_int_equal(rt_user_resolve(rootfd, users[i], &a, &err), 0);
+        /* rootfd -1: only the files in `etc` are used. */
+        assert_int_equal(rt_user_resolve_etc(-1, &etc, users[i], &b, &err), 0);
+        assert_int_equal(a.uid, b.uid);
+        assert_int_equal(a.gid, b.gid);
+        assert_gids(&b, a.additional_gids, a.n_additional_gids);
+        rt_user_clear(&a);
+        rt_user_clear(&b);
+    }
+    rt_user_t u;
+    assert_int_equal(rt_user_resolve_etc(-1, &etc, "nobody-here", &u, &err), -1);
+    assert_non_null(strstr(err->message, "no matching entries"));
+    berth_error_free(&err);
+    rt_etc_clear(&etc);
+
+    rt_etc_t none = {0};
+    assert_int_equal(rt_user_resolve_etc(-1, &none, "alice", &u, &err), -1);
+    assert_non_null(strstr(err->message, "no /etc/passwd"));
+    berth_error_free(&err);
+    assert_int_equal(rt_user_resolve_etc(-1, &none, "7:8", &u, &err), 0);
+    assert_int_equal(u.uid, 7);
+    assert_int_equal(u.gid, 8);
+    rt_user_clear(&u);
+    (void)state;
+}
+
 static void test_numeric_known_and_unknown(void **state)
 {
     rt_user_t u;
@@ -281,6 +320,7 @@ int main(void)
         cmocka_unit_test(test_default_root),
         cmocka_unit_test(test_name),
         cmocka_unit_test(test_numeric_known_and_unknown),
+        cmocka_unit_test(test_etc_read_matches_root),
         cmocka_unit_test(test_user_group),
         cmocka_unit_test(test_errors),
         cmocka_unit_test(test_no_rootfs_numeric),

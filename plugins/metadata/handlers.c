@@ -490,53 +490,6 @@ FN(r_image_list, meta_image_list(tx, j->ns, j->o1, err))
 FN(w_image_update, meta_image_update(tx, j->ns, j->o1, j->o2, err))
 FN(w_image_delete, meta_image_delete(tx, j->ns, j->s1, err))
 
-static void h_image_create(berth_req_t *req, const msgpack_object *params)
-{
-    meta_job_t *j = job3(berth_req_plugin(req), req, params, NULL, 0, NULL, 0, NULL, 0);
-    if (!j)
-        return;
-    j->o1 = param_obj(params, "image");
-    meta_job_write(j, w_image_create, NULL);
-}
-
-static void h_image_get(berth_req_t *req, const msgpack_object *params)
-{
-    meta_job_t *j = job3(berth_req_plugin(req), req, params, "name", true, NULL, 0, NULL, 0);
-    if (j)
-        meta_read_reply(j->mp, req, r_image_get, j);
-}
-
-static void h_image_list(berth_req_t *req, const msgpack_object *params)
-{
-    meta_job_t *j = job3(berth_req_plugin(req), req, params, NULL, 0, NULL, 0, NULL, 0);
-    if (!j)
-        return;
-    j->o1 = param_obj(params, "filters");
-    meta_read_reply(j->mp, req, r_image_list, j);
-}
-
-static void h_image_update(berth_req_t *req, const msgpack_object *params)
-{
-    meta_job_t *j = job3(berth_req_plugin(req), req, params, NULL, 0, NULL, 0, NULL, 0);
-    if (!j)
-        return;
-    j->o1 = param_obj(params, "image");
-    j->o2 = param_obj(params, "fields");
-    meta_job_write(j, w_image_update, NULL);
-}
-
-static void h_image_delete(berth_req_t *req, const msgpack_object *params)
-{
-    meta_job_t *j = job3(berth_req_plugin(req), req, params, "name", true, NULL, 0, NULL, 0);
-    if (!j || param_bool(req, params, "sync", &j->sync) < 0) {
-        if (j)
-            j->req = NULL;
-        meta_job_free(j);
-        return;
-    }
-    meta_job_write(j, w_image_delete, finish_maybe_sync);
-}
-
 /* ---- containers ------------------------------------------------------------------ */
 
 FN(w_ctr_create, meta_container_create(tx, j->ns, j->o1, err))
@@ -545,53 +498,94 @@ FN(r_ctr_list, meta_container_list(tx, j->ns, j->o1, err))
 FN(w_ctr_update, meta_container_update(tx, j->ns, j->o1, j->o2, err))
 FN(w_ctr_delete, meta_container_delete(tx, j->ns, j->s1, err))
 
-static void h_ctr_create(berth_req_t *req, const msgpack_object *params)
-{
-    meta_job_t *j = job3(berth_req_plugin(req), req, params, NULL, 0, NULL, 0, NULL, 0);
-    if (!j)
-        return;
-    j->o1 = param_obj(params, "container");
-    meta_job_write(j, w_ctr_create, NULL);
-}
+/* ---- images, containers, leases: the same requests on three kinds -------------------- */
 
-static void h_ctr_get(berth_req_t *req, const msgpack_object *params)
-{
-    meta_job_t *j = job3(berth_req_plugin(req), req, params, "id", true, NULL, 0, NULL, 0);
-    if (j)
-        meta_read_reply(j->mp, req, r_ctr_get, j);
-}
-
-static void h_ctr_list(berth_req_t *req, const msgpack_object *params)
-{
-    meta_job_t *j = job3(berth_req_plugin(req), req, params, NULL, 0, NULL, 0, NULL, 0);
-    if (!j)
-        return;
-    j->o1 = param_obj(params, "filters");
-    meta_read_reply(j->mp, req, r_ctr_list, j);
-}
-
-static void h_ctr_update(berth_req_t *req, const msgpack_object *params)
-{
-    meta_job_t *j = job3(berth_req_plugin(req), req, params, NULL, 0, NULL, 0, NULL, 0);
-    if (!j)
-        return;
-    j->o1 = param_obj(params, "container");
-    j->o2 = param_obj(params, "fields");
-    meta_job_write(j, w_ctr_update, NULL);
-}
-
-static void h_ctr_delete(berth_req_t *req, const msgpack_object *params)
-{
-    meta_job_t *j = job3(berth_req_plugin(req), req, params, "id", true, NULL, 0, NULL, 0);
-    if (j)
-        meta_job_write(j, w_ctr_delete, NULL);
-}
-
-/* ---- leases -------------------------------------------------------------------- */
+/* What differs between the kinds: the record's parameter name, its key's,
+ * and the operations. The handlers find their kind from the method name. */
+typedef struct {
+    const char *obj; /* "image": {image: {...}} in create/update */
+    const char *key; /* "name": {name} in get/delete */
+    bool delete_sync;
+    meta_write_fn create, get, list, update, del;
+} rec_kind_t;
 
 FN(w_lease_create, meta_lease_create(tx, j->ns, j->s1, j->o1, j->i, err))
 FN(r_lease_list, meta_lease_list(tx, j->ns, j->o1, err))
 FN(w_lease_delete, meta_lease_delete(tx, j->ns, j->s1, err))
+
+static const rec_kind_t k_image = {"image",     "name",       true,           w_image_create,
+                                   r_image_get, r_image_list, w_image_update, w_image_delete};
+static const rec_kind_t k_ctr = {"container", "id",       false,        w_ctr_create,
+                                 r_ctr_get,   r_ctr_list, w_ctr_update, w_ctr_delete};
+static const rec_kind_t k_lease = {"lease", "id",         true, NULL,
+                                   NULL,    r_lease_list, NULL, w_lease_delete};
+
+static const rec_kind_t *kind_of(berth_req_t *req)
+{
+    const char *m = berth_req_method(req);
+    if (strncmp(m, "images.", 7) == 0)
+        return &k_image;
+    if (strncmp(m, "leases.", 7) == 0)
+        return &k_lease;
+    return &k_ctr; /* containers.* and meta.containers_* */
+}
+
+static void h_rec_create(berth_req_t *req, const msgpack_object *params)
+{
+    const rec_kind_t *k = kind_of(req);
+    meta_job_t *j = job3(berth_req_plugin(req), req, params, NULL, 0, NULL, 0, NULL, 0);
+    if (!j)
+        return;
+    j->o1 = param_obj(params, k->obj);
+    meta_job_write(j, k->create, NULL);
+}
+
+static void h_rec_get(berth_req_t *req, const msgpack_object *params)
+{
+    const rec_kind_t *k = kind_of(req);
+    meta_job_t *j = job3(berth_req_plugin(req), req, params, k->key, true, NULL, 0, NULL, 0);
+    if (j)
+        meta_read_reply(j->mp, req, k->get, j);
+}
+
+static void h_rec_list(berth_req_t *req, const msgpack_object *params)
+{
+    const rec_kind_t *k = kind_of(req);
+    meta_job_t *j = job3(berth_req_plugin(req), req, params, NULL, 0, NULL, 0, NULL, 0);
+    if (!j)
+        return;
+    j->o1 = param_obj(params, "filters");
+    meta_read_reply(j->mp, req, k->list, j);
+}
+
+static void h_rec_update(berth_req_t *req, const msgpack_object *params)
+{
+    const rec_kind_t *k = kind_of(req);
+    meta_job_t *j = job3(berth_req_plugin(req), req, params, NULL, 0, NULL, 0, NULL, 0);
+    if (!j)
+        return;
+    j->o1 = param_obj(params, k->obj);
+    j->o2 = param_obj(params, "fields");
+    meta_job_write(j, k->update, NULL);
+}
+
+/* images.delete and leases.delete take sync: wait for a collection. */
+static void h_rec_delete(berth_req_t *req, const msgpack_object *params)
+{
+    const rec_kind_t *k = kind_of(req);
+    meta_job_t *j = job3(berth_req_plugin(req), req, params, k->key, true, NULL, 0, NULL, 0);
+    if (!j)
+        return;
+    if (k->delete_sync && param_bool(req, params, "sync", &j->sync) < 0) {
+        j->req = NULL;
+        meta_job_free(j);
+        return;
+    }
+    meta_job_write(j, k->del, k->delete_sync ? finish_maybe_sync : NULL);
+}
+
+/* ---- leases -------------------------------------------------------------------- */
+
 FN(w_lease_add, meta_lease_add_resource(tx, j->ns, j->s1, j->s2, j->s3, err))
 FN(w_lease_del_res, meta_lease_delete_resource(tx, j->ns, j->s1, j->s2, j->s3, err))
 FN(r_lease_res, meta_lease_list_resources(tx, j->ns, j->s1, err))
@@ -611,27 +605,6 @@ static void h_lease_create(berth_req_t *req, const msgpack_object *params)
         return;
     }
     meta_job_write(j, w_lease_create, NULL);
-}
-
-static void h_lease_list(berth_req_t *req, const msgpack_object *params)
-{
-    meta_job_t *j = job3(berth_req_plugin(req), req, params, NULL, 0, NULL, 0, NULL, 0);
-    if (!j)
-        return;
-    j->o1 = param_obj(params, "filters");
-    meta_read_reply(j->mp, req, r_lease_list, j);
-}
-
-static void h_lease_delete(berth_req_t *req, const msgpack_object *params)
-{
-    meta_job_t *j = job3(berth_req_plugin(req), req, params, "id", true, NULL, 0, NULL, 0);
-    if (!j || param_bool(req, params, "sync", &j->sync) < 0) {
-        if (j)
-            j->req = NULL;
-        meta_job_free(j);
-        return;
-    }
-    meta_job_write(j, w_lease_delete, finish_maybe_sync);
 }
 
 /* Resource ops: {id, resource: {id, type}}. */
@@ -782,17 +755,17 @@ const berth_method_t meta_methods[] = {
     PUB_IDEM("content.list", h_content_list),
     PUB("content.update", h_content_update),
     PUB("content.delete", h_content_delete),
-    PUB("images.create", h_image_create),
-    PUB_IDEM("images.get", h_image_get),
-    PUB_IDEM("images.list", h_image_list),
-    PUB("images.update", h_image_update),
-    PUB("images.delete", h_image_delete),
-    PUB_IDEM("containers.get", h_ctr_get),
-    PUB_IDEM("containers.list", h_ctr_list),
-    PUB("containers.update", h_ctr_update),
+    PUB("images.create", h_rec_create),
+    PUB_IDEM("images.get", h_rec_get),
+    PUB_IDEM("images.list", h_rec_list),
+    PUB("images.update", h_rec_update),
+    PUB("images.delete", h_rec_delete),
+    PUB_IDEM("containers.get", h_rec_get),
+    PUB_IDEM("containers.list", h_rec_list),
+    PUB("containers.update", h_rec_update),
     PUB("leases.create", h_lease_create),
-    PUB_IDEM("leases.list", h_lease_list),
-    PUB("leases.delete", h_lease_delete),
+    PUB_IDEM("leases.list", h_rec_list),
+    PUB("leases.delete", h_rec_delete),
     PUB_IDEM("leases.add_resource", h_lease_add),
     PUB_IDEM("leases.delete_resource", h_lease_del_res),
     PUB_IDEM("leases.list_resources", h_lease_res),
@@ -804,8 +777,8 @@ const berth_method_t meta_methods[] = {
     INT_IDEM("meta.content_exists", h_content_exists,
              "content,transfer,runtime-runc,snapshot-overlay"),
     INT_IDEM("meta.lease_check", h_lease_check, "content"),
-    INT("meta.containers_create", h_ctr_create, "runtime-runc"),
-    INT("meta.containers_delete", h_ctr_delete, "runtime-runc"),
+    INT("meta.containers_create", h_rec_create, "runtime-runc"),
+    INT("meta.containers_delete", h_rec_delete, "runtime-runc"),
     INT_NO_REPLAY("meta.gc_collect", h_gc_collect, "gc"),
     INT_IDEM("meta.gc_done", h_gc_done, "gc"),
     INT_NO_REPLAY("meta.gc_orphans", h_gc_orphans, "gc"),

@@ -1019,21 +1019,32 @@ static int target_not_tombstoned(meta_tx_t *tx, const msgpack_object *target, be
     return 0;
 }
 
-static int image_name(const msgpack_object *image, char **name, berth_error_t **err)
+/* The key of a record parameter: KIND must be a map with a valid FIELD
+ * ("image" / "name"); *out is malloc'd. */
+static int record_key(const msgpack_object *rec, const char *kind, const char *field, char **out,
+                      berth_error_t **err)
 {
-    if (!image || image->type != MSGPACK_OBJECT_MAP)
-        return berth_error_set(err, BERTH_E_INVALID_ARGUMENT, "parameter image must be a map");
-    *name = NULL;
-    if (berth_mp_get_strdup(image, "name", name, err) < 0)
+    if (!rec || rec->type != MSGPACK_OBJECT_MAP)
+        return berth_error_set(err, BERTH_E_INVALID_ARGUMENT, "parameter %s must be a map", kind);
+    *out = NULL;
+    if (berth_mp_get_strdup(rec, field, out, err) < 0)
         return -1;
-    if (!*name)
-        return berth_error_set(err, BERTH_E_INVALID_ARGUMENT, "image needs a name");
-    if (meta_validate_name("image name", *name, err) < 0) {
-        free(*name);
-        *name = NULL;
+    if (!*out)
+        return berth_error_set(err, BERTH_E_INVALID_ARGUMENT, "%s needs a%s %s", kind,
+                               field[0] == 'i' ? "n" : "", field);
+    char what[64];
+    snprintf(what, sizeof(what), "%s %s", kind, field);
+    if (meta_validate_name(what, *out, err) < 0) {
+        free(*out);
+        *out = NULL;
         return -1;
     }
     return 0;
+}
+
+static int image_name(const msgpack_object *image, char **name, berth_error_t **err)
+{
+    return record_key(image, "image", "name", name, err);
 }
 
 static void image_event(meta_tx_t *tx, const char *topic, const char *ns, const char *name,
@@ -1106,19 +1117,26 @@ int meta_image_create(meta_tx_t *tx, const char *ns, const msgpack_object *image
     return rc;
 }
 
-int meta_image_get(meta_tx_t *tx, const char *ns, const char *name, berth_error_t **err)
+/* get of a namespaced record: {KIND: record}. what: "image name". */
+static int get_wrapped(meta_tx_t *tx, int dbi, const char *kind, const char *what, const char *ns,
+                       const char *key, berth_error_t **err)
 {
-    if (meta_validate_namespace(ns, err) < 0 || meta_validate_name("image name", name, err) < 0)
+    if (meta_validate_namespace(ns, err) < 0 || meta_validate_name(what, key, err) < 0)
         return -1;
     MDB_val v;
-    int rc = get_rec(tx, DBI_IMAGES, ns, name, &v, NULL, err);
+    int rc = get_rec(tx, dbi, ns, key, &v, NULL, err);
     if (rc < 0)
         return -1;
     if (rc == 1)
-        return berth_error_set(err, BERTH_E_NOT_FOUND, "image %s not found in namespace %s", name,
-                               ns);
-    out_wrapped(tx, "image", &v);
+        return berth_error_set(err, BERTH_E_NOT_FOUND, "%s %s not found in namespace %s", kind,
+                               key, ns);
+    out_wrapped(tx, kind, &v);
     return 0;
+}
+
+int meta_image_get(meta_tx_t *tx, const char *ns, const char *name, berth_error_t **err)
+{
+    return get_wrapped(tx, DBI_IMAGES, "image", "image name", ns, name, err);
 }
 
 int meta_image_list(meta_tx_t *tx, const char *ns, const msgpack_object *filters,
@@ -1348,19 +1366,7 @@ static void pack_container(msgpack_packer *pk, const char *id, const cfields_t *
 
 static int container_id(const msgpack_object *c, char **id, berth_error_t **err)
 {
-    if (!c || c->type != MSGPACK_OBJECT_MAP)
-        return berth_error_set(err, BERTH_E_INVALID_ARGUMENT, "parameter container must be a map");
-    *id = NULL;
-    if (berth_mp_get_strdup(c, "id", id, err) < 0)
-        return -1;
-    if (!*id)
-        return berth_error_set(err, BERTH_E_INVALID_ARGUMENT, "container needs an id");
-    if (meta_validate_name("container id", *id, err) < 0) {
-        free(*id);
-        *id = NULL;
-        return -1;
-    }
-    return 0;
+    return record_key(c, "container", "id", id, err);
 }
 
 static void container_event(meta_tx_t *tx, const char *topic, const char *ns, const char *id,
@@ -1413,17 +1419,7 @@ int meta_container_create(meta_tx_t *tx, const char *ns, const msgpack_object *c
 
 int meta_container_get(meta_tx_t *tx, const char *ns, const char *id, berth_error_t **err)
 {
-    if (meta_validate_namespace(ns, err) < 0 || meta_validate_name("container id", id, err) < 0)
-        return -1;
-    MDB_val v;
-    int rc = get_rec(tx, DBI_CONTAINERS, ns, id, &v, NULL, err);
-    if (rc < 0)
-        return -1;
-    if (rc == 1)
-        return berth_error_set(err, BERTH_E_NOT_FOUND, "container %s not found in namespace %s", id,
-                               ns);
-    out_wrapped(tx, "container", &v);
-    return 0;
+    return get_wrapped(tx, DBI_CONTAINERS, "container", "container id", ns, id, err);
 }
 
 int meta_container_list(meta_tx_t *tx, const char *ns, const msgpack_object *filters,

@@ -81,6 +81,14 @@ static rt_proc_t *need_proc(berth_req_t *req, rt_task_t *t, const char *exec_id)
     return p;
 }
 
+/* {stdin, stdout, stderr} paths ("" for none); fifos may be NULL. */
+static void pack_fifos(msgpack_packer *pk, char *const *fifos)
+{
+    static const char *const keys[3] = {"stdin", "stdout", "stderr"};
+    for (int i = 0; i < 3; i++)
+        berth_mp_kv_str(pk, keys[i], fifos && fifos[i] ? fifos[i] : "");
+}
+
 static void pack_proc(msgpack_packer *pk, const rt_task_t *t, const rt_proc_t *p)
 {
     msgpack_pack_map(pk, 12);
@@ -93,9 +101,7 @@ static void pack_proc(msgpack_packer *pk, const rt_task_t *t, const rt_proc_t *p
     berth_mp_kv_u64(pk, "exit_status", (uint64_t)p->exit_status);
     berth_mp_kv_i64(pk, "exited_at", p->exited_at);
     berth_mp_kv_bool(pk, "terminal", p->terminal);
-    berth_mp_kv_str(pk, "stdin", p->fifos[0] ? p->fifos[0] : "");
-    berth_mp_kv_str(pk, "stdout", p->fifos[1] ? p->fifos[1] : "");
-    berth_mp_kv_str(pk, "stderr", p->fifos[2] ? p->fifos[2] : "");
+    pack_fifos(pk, p->fifos);
 }
 
 /* ---- generic shim operation ---------------------------------------------------- */
@@ -515,9 +521,7 @@ static void tcreate_work(uv_work_t *w)
     msgpack_pack_map(&b.pk, 5);
     berth_mp_kv_bool(&b.pk, "terminal", c->terminal);
     berth_mp_kv_bool(&b.pk, "fast", c->fast);
-    berth_mp_kv_str(&b.pk, "stdin", c->fifos[0] ? c->fifos[0] : "");
-    berth_mp_kv_str(&b.pk, "stdout", c->fifos[1] ? c->fifos[1] : "");
-    berth_mp_kv_str(&b.pk, "stderr", c->fifos[2] ? c->fifos[2] : "");
+    pack_fifos(&b.pk, c->fifos);
     rc = rt_shim_call(&sc, c->bundle, "create", b.buf.data, b.buf.size, SHIM_TIMEOUT_MS, &res, err);
     berth_mpbuf_destroy(&b);
     if (rc == 0) {
@@ -637,17 +641,13 @@ static void tcreate_after(uv_work_t *w, int status)
         berth_mp_kv_i64(&ev.pk, "pid", t->init.pid);
         berth_mp_pack_str(&ev.pk, "io");
         msgpack_pack_map(&ev.pk, 4);
-        berth_mp_kv_str(&ev.pk, "stdin", t->init.fifos[0] ? t->init.fifos[0] : "");
-        berth_mp_kv_str(&ev.pk, "stdout", t->init.fifos[1] ? t->init.fifos[1] : "");
-        berth_mp_kv_str(&ev.pk, "stderr", t->init.fifos[2] ? t->init.fifos[2] : "");
+        pack_fifos(&ev.pk, t->init.fifos);
         berth_mp_kv_bool(&ev.pk, "terminal", t->init.terminal);
         rt_publish("/tasks/create", t->ns, &ev);
         msgpack_packer *pk = berth_req_reply_begin(c->req);
         msgpack_pack_map(pk, 4);
         berth_mp_kv_i64(pk, "pid", t->init.pid);
-        berth_mp_kv_str(pk, "stdin", t->init.fifos[0] ? t->init.fifos[0] : "");
-        berth_mp_kv_str(pk, "stdout", t->init.fifos[1] ? t->init.fifos[1] : "");
-        berth_mp_kv_str(pk, "stderr", t->init.fifos[2] ? t->init.fifos[2] : "");
+        pack_fifos(pk, t->init.fifos);
         berth_req_reply_end(c->req);
     }
     for (int i = 0; i < 3; i++)
@@ -1034,9 +1034,7 @@ static void texec_work(uv_work_t *w)
     berth_mp_pack_str(&b.pk, "process");
     berth_mp_pack_bin(&b.pk, pj, strlen(pj));
     berth_mp_kv_bool(&b.pk, "terminal", x->terminal);
-    berth_mp_kv_str(&b.pk, "stdin", x->fifos[0] ? x->fifos[0] : "");
-    berth_mp_kv_str(&b.pk, "stdout", x->fifos[1] ? x->fifos[1] : "");
-    berth_mp_kv_str(&b.pk, "stderr", x->fifos[2] ? x->fifos[2] : "");
+    pack_fifos(&b.pk, x->fifos);
     free(pj);
     shim_client_t c;
     const msgpack_object *r;
@@ -1078,9 +1076,7 @@ static void texec_after(uv_work_t *w, int status)
         rt_publish("/tasks/exec-added", t->ns, &ev);
         msgpack_packer *pk = berth_req_reply_begin(x->req);
         msgpack_pack_map(pk, 3);
-        berth_mp_kv_str(pk, "stdin", p && p->fifos[0] ? p->fifos[0] : "");
-        berth_mp_kv_str(pk, "stdout", p && p->fifos[1] ? p->fifos[1] : "");
-        berth_mp_kv_str(pk, "stderr", p && p->fifos[2] ? p->fifos[2] : "");
+        pack_fifos(pk, p ? p->fifos : NULL);
         berth_req_reply_end(x->req);
     }
     for (int i = 0; i < 3; i++)
@@ -1355,15 +1351,6 @@ static void h_tasks_list(berth_req_t *req, const msgpack_object *params)
     berth_req_reply_end(req);
 }
 
-static void wait_reply(berth_req_t *req, int status, int64_t at)
-{
-    msgpack_packer *pk = berth_req_reply_begin(req);
-    msgpack_pack_map(pk, 2);
-    berth_mp_kv_u64(pk, "exit_status", (uint64_t)status);
-    berth_mp_kv_i64(pk, "exited_at", at);
-    berth_req_reply_end(req);
-}
-
 static void wait_chunk(berth_req_t *req, const char *status)
 {
     /* The first chunk tells the caller its wait is registered (`run` opens
@@ -1412,7 +1399,7 @@ static void h_tasks_wait(berth_req_t *req, const msgpack_object *params)
         rt_gone_t *g = rt_gone_find(ns, id);
         if (g) {
             wait_chunk(req, "STOPPED");
-            wait_reply(req, g->exit_status, g->exited_at);
+            rt_reply_wait(req, g->exit_status, g->exited_at);
             return;
         }
     }
@@ -1425,7 +1412,7 @@ static void h_tasks_wait(berth_req_t *req, const msgpack_object *params)
         return;
     if (p->exited && !(p == &t->init && t->rm && t->deleting)) {
         wait_chunk(req, "STOPPED");
-        wait_reply(req, p->exit_status, p->exited_at);
+        rt_reply_wait(req, p->exit_status, p->exited_at);
         return;
     }
     rt_waiter_t *w = calloc(1, sizeof(*w));

@@ -177,6 +177,8 @@ int rt_recover(berth_error_t **err);
 int rt_task_subscribe(rt_task_t *t, berth_error_t **err);
 /** Closes every subscription (the plugin is stopping). */
 void rt_tasks_unsubscribe_all(void);
+/** Answers a tasks.wait: {exit_status, exited_at}. */
+void rt_reply_wait(berth_req_t *req, int status, int64_t at);
 /** Records an exit and publishes /tasks/exit once; wakes waiters. */
 void rt_proc_exited(rt_task_t *t, rt_proc_t *p, int status, int64_t exited_at, bool published);
 /** Publishes a pending exit (if any) then calls cb (tasks.delete ordering). */

@@ -297,7 +297,7 @@ void rt_publish_pending_exit(rt_task_t *t, rt_proc_t *p, void (*cb)(void *), voi
         cb(data);
 }
 
-static void reply_wait(berth_req_t *req, int status, int64_t at)
+void rt_reply_wait(berth_req_t *req, int status, int64_t at)
 {
     msgpack_packer *pk = berth_req_reply_begin(req);
     msgpack_pack_map(pk, 2);
@@ -329,7 +329,7 @@ void rt_proc_exited(rt_task_t *t, rt_proc_t *p, int status, int64_t exited_at, b
     while (p->waiters && !autorm) {
         rt_waiter_t *w = p->waiters;
         p->waiters = w->next;
-        reply_wait(w->req, status, exited_at);
+        rt_reply_wait(w->req, status, exited_at);
         free(w);
     }
     berth_log(BERTH_LOG_INFO, "msg=\"process exited\" ns=%s id=%s exec_id=%s pid=%d status=%d",
@@ -665,8 +665,8 @@ done:
     while (a->waiters) {
         rt_waiter_t *w = a->waiters;
         a->waiters = w->next;
-        reply_wait(w->req, a->container_stage ? a->status : t->init.exit_status,
-                   a->container_stage ? a->exited_at : t->init.exited_at);
+        rt_reply_wait(w->req, a->container_stage ? a->status : t->init.exit_status,
+                      a->container_stage ? a->exited_at : t->init.exited_at);
         free(w);
     }
     free(a->ns);

@@ -340,8 +340,8 @@ int rt_etc_read(int rootfd, rt_etc_t *out, berth_error_t **err)
     static const char *const paths[2] = {"/etc/passwd", "/etc/group"};
     memset(out, 0, sizeof(*out));
     for (int i = 0; i < 2; i++) {
-        int r = rt_read_in_root(rootfd, paths[i], RT_MAX_ETC_FILE, &out->data[i], &out->len[i],
-                                err);
+        int r =
+            rt_read_in_root(rootfd, paths[i], RT_MAX_ETC_FILE, &out->data[i], &out->len[i], err);
         if (r < 0) {
             rt_etc_clear(out);
             return -1;

@@ -569,6 +569,24 @@ void cli_print_json_compact(const msgpack_object *o, FILE *out)
     put_json(o ? o : &nil, 0, 0, out);
 }
 
+bool cli_list_plain(const msgpack_object *list, bool json, bool quiet, const char *key)
+{
+    msgpack_object empty = {.type = MSGPACK_OBJECT_ARRAY};
+    if (!list || list->type != MSGPACK_OBJECT_ARRAY)
+        list = &empty;
+    if (json) {
+        cli_print_json(list, stdout);
+        return true;
+    }
+    if (!quiet)
+        return false;
+    for (uint32_t i = 0; i < list->via.array.size; i++) {
+        _cleanup_free_ char *v = cli_str(&list->via.array.ptr[i], key);
+        puts(v);
+    }
+    return true;
+}
+
 bool cli_format_is_json(const char *fmt)
 {
     if (!fmt || !*fmt || strcmp(fmt, "table") == 0)

@@ -60,6 +60,10 @@ void cli_print_json(const msgpack_object *o, FILE *out);
 /** Output format chosen with --format (table|json); parsed by each command
  * with cli_parse_format() from its own argv. */
 bool cli_format_is_json(const char *fmt);
+/** The two outputs every listing shares: with `json` the list (an empty
+ * array when NULL) as JSON, with `quiet` each entry's `key` on a line.
+ * Returns true when it printed (the caller's table is not wanted). */
+bool cli_list_plain(const msgpack_object *list, bool json, bool quiet, const char *key);
 /** Parses the flags every listing takes: -q/--quiet (when `quiet` is not
  * NULL) and --format table|json; anything else is a usage error naming
  * `cmd`. Returns the index of the first operand. */

@@ -54,20 +54,8 @@ static int c_list(int argc, char **argv)
     const msgpack_object *res = cli_call("containers.list", &b, NULL, NULL, NULL);
     berth_mpbuf_destroy(&b);
     const msgpack_object *list = berth_mp_get(res, "containers");
-    msgpack_object empty = {.type = MSGPACK_OBJECT_ARRAY};
-    if (!list || list->type != MSGPACK_OBJECT_ARRAY)
-        list = &empty;
-    if (cli_format_is_json(format)) {
-        cli_print_json(list, stdout);
+    if (cli_list_plain(list, cli_format_is_json(format), quiet, "id"))
         return 0;
-    }
-    if (quiet) {
-        for (uint32_t i = 0; i < list->via.array.size; i++) {
-            _cleanup_free_ char *id = cli_str(&list->via.array.ptr[i], "id");
-            puts(id);
-        }
-        return 0;
-    }
     cli_table_t *t = cli_table_new(3, "CONTAINER", "IMAGE", "RUNTIME");
     for (uint32_t i = 0; i < list->via.array.size; i++) {
         const msgpack_object *c = &list->via.array.ptr[i];

@@ -51,18 +51,8 @@ static int content_ls(int argc, char **argv)
     if (berth_mp_get_array(res, "infos", &infos, &err) < 0)
         cli_die("berthd answered content.list without a list: %s", err->message);
     uint32_t n = infos ? infos->via.array.size : 0;
-    if (json) {
-        msgpack_object empty = {.type = MSGPACK_OBJECT_ARRAY};
-        cli_print_json(infos ? infos : &empty, stdout);
+    if (cli_list_plain(infos, json, quiet, "digest"))
         return 0;
-    }
-    if (quiet) {
-        for (uint32_t i = 0; i < n; i++) {
-            _cleanup_free_ char *d = cli_str(&infos->via.array.ptr[i], "digest");
-            puts(d);
-        }
-        return 0;
-    }
     /* ctr's layout: tab-padded, the LABELS column unpadded, sizes as
      * go-units prints them ("366B", "1.084MB"). */
     cli_table_t *t = cli_table_new(4, "DIGEST", "SIZE", "AGE", "LABELS");
@@ -401,19 +391,9 @@ static int content_active(int argc, char **argv)
     _cleanup_error_ berth_error_t *err = NULL;
     if (berth_mp_get_array(res, "statuses", &sts, &err) < 0)
         cli_die("berthd answered content.active without a list: %s", err->message);
-    if (json) {
-        msgpack_object empty = {.type = MSGPACK_OBJECT_ARRAY};
-        cli_print_json(sts ? sts : &empty, stdout);
+    if (cli_list_plain(sts, json, quiet, "ref"))
         return 0;
-    }
     uint32_t n = sts ? sts->via.array.size : 0;
-    if (quiet) {
-        for (uint32_t i = 0; i < n; i++) {
-            _cleanup_free_ char *ref = cli_str(&sts->via.array.ptr[i], "ref");
-            puts(ref);
-        }
-        return 0;
-    }
     /* Like ctr: tab-padded, sizes as go-units prints them. */
     cli_table_t *t = cli_table_new(3, "REF", "SIZE", "AGE");
     cli_table_style(t, CLI_TABLE_TABS);

@@ -21,19 +21,9 @@ static int plugins_ls(int argc, char **argv)
     _cleanup_error_ berth_error_t *err = NULL;
     if (berth_mp_get_array(res, "plugins", &list, &err) < 0)
         cli_die("berthd answered plugins.list without a list of plugins: %s", err->message);
-    if (json) {
-        msgpack_object empty = {.type = MSGPACK_OBJECT_ARRAY};
-        cli_print_json(list ? list : &empty, stdout);
+    if (cli_list_plain(list, json, quiet, "id"))
         return 0;
-    }
     uint32_t n = list ? list->via.array.size : 0;
-    if (quiet) {
-        for (uint32_t i = 0; i < n; i++) {
-            _cleanup_free_ char *id = cli_str(&list->via.array.ptr[i], "id");
-            puts(id);
-        }
-        return 0;
-    }
     cli_table_t *t =
         cli_table_new(7, "TYPE", "ID", "VERSION", "PID", "STATUS", "RESTARTS", "UPTIME");
     for (uint32_t i = 0; i < n; i++) {

@@ -268,18 +268,8 @@ static int snap_ls(int argc, char **argv)
     snap_flags_t f;
     int first = parse_flags("snapshots ls", argc, argv, &f, F_FORMAT | F_QUIET);
     const msgpack_object *infos = list_infos(argv + first, argc - first);
-    if (f.json) {
-        msgpack_object empty = {.type = MSGPACK_OBJECT_ARRAY};
-        cli_print_json(infos ? infos : &empty, stdout);
+    if (cli_list_plain(infos, f.json, f.quiet, "name"))
         return 0;
-    }
-    if (f.quiet) {
-        for (uint32_t i = 0; infos && i < infos->via.array.size; i++) {
-            _cleanup_free_ char *name = cli_str(&infos->via.array.ptr[i], "name");
-            puts(name);
-        }
-        return 0;
-    }
     cli_table_t *t = cli_table_new(3, "KEY", "PARENT", "KIND");
     for (uint32_t i = 0; infos && i < infos->via.array.size; i++) {
         const msgpack_object *in = &infos->via.array.ptr[i];

@@ -87,20 +87,8 @@ static int t_list(int argc, char **argv)
     }
     const msgpack_object *res = cli_call("tasks.list", NULL, NULL, NULL, NULL);
     const msgpack_object *list = berth_mp_get(res, "tasks");
-    msgpack_object empty = {.type = MSGPACK_OBJECT_ARRAY};
-    if (!list || list->type != MSGPACK_OBJECT_ARRAY)
-        list = &empty;
-    if (cli_format_is_json(format)) {
-        cli_print_json(list, stdout);
+    if (cli_list_plain(list, cli_format_is_json(format), quiet, "id"))
         return 0;
-    }
-    if (quiet) {
-        for (uint32_t i = 0; i < list->via.array.size; i++) {
-            _cleanup_free_ char *id = cli_str(&list->via.array.ptr[i], "id");
-            puts(id);
-        }
-        return 0;
-    }
     cli_table_t *t = cli_table_new(3, "TASK", "PID", "STATUS");
     for (uint32_t i = 0; i < list->via.array.size; i++) {
         const msgpack_object *x = &list->via.array.ptr[i];
@@ -367,13 +355,11 @@ static int t_ps(int argc, char **argv)
     const msgpack_object *res = cli_call("tasks.pids", &b, NULL, NULL, NULL);
     berth_mpbuf_destroy(&b);
     const msgpack_object *list = berth_mp_get(res, "processes");
+    if (cli_list_plain(list, cli_format_is_json(format), false, NULL))
+        return 0;
     msgpack_object empty = {.type = MSGPACK_OBJECT_ARRAY};
     if (!list || list->type != MSGPACK_OBJECT_ARRAY)
         list = &empty;
-    if (cli_format_is_json(format)) {
-        cli_print_json(list, stdout);
-        return 0;
-    }
     cli_table_t *t = cli_table_new(2, "PID", "INFO");
     for (uint32_t i = 0; i < list->via.array.size; i++) {
         const msgpack_object *p = &list->via.array.ptr[i];

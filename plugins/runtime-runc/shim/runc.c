@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "berth/log.h"
+#include "cgroup.h"
 #include "shim.h"
 
 #define RUNC_TIMEOUT_MS 60000
@@ -385,50 +386,13 @@ int shim_fast_start(shim_t *s, shim_proc_t *p, berth_error_t **err)
     return rc;
 }
 
-/* The values of "cgroup_paths":{"k":"v",...} in runc's state.json. Go's
- * encoder writes compact JSON; anything unexpected (escapes, null, odd
- * paths) returns -1 and the caller lets runc delete do it. */
-static int cgroup_paths(const char *js, char paths[][PATH_MAX], int max)
+/* runc's cgroup paths of this container end in its id: berth's cgroupsPath
+ * is <cgroup_parent>/<namespace>/<id>. A spec of the user's own with
+ * another cgroupsPath (or none) goes through runc delete. */
+static bool own_cgroup(const shim_t *s, const char *path)
 {
-    const char *q = strstr(js, "\"cgroup_paths\":");
-    if (!q)
-        return -1;
-    q += strlen("\"cgroup_paths\":");
-    while (*q == ' ')
-        q++;
-    if (*q++ != '{')
-        return -1;
-    int n = 0;
-    for (;;) {
-        while (*q == ' ' || *q == ',')
-            q++;
-        if (*q == '}')
-            return n;
-        for (int part = 0; part < 2; part++) {
-            if (*q++ != '"')
-                return -1;
-            const char *e = strchr(q, '"');
-            if (!e || memchr(q, '\\', (size_t)(e - q)))
-                return -1;
-            if (part == 1) {
-                size_t len = (size_t)(e - q);
-                if (n == max || len >= PATH_MAX || strncmp(q, "/sys/fs/cgroup/", 15) != 0)
-                    return -1;
-                memcpy(paths[n], q, len);
-                paths[n][len] = 0;
-                if (strstr(paths[n], "/..") || strstr(paths[n], "/./"))
-                    return -1;
-                n++;
-            }
-            q = e + 1;
-            while (*q == ' ')
-                q++;
-            if (part == 0 && *q++ != ':')
-                return -1;
-            while (*q == ' ')
-                q++;
-        }
-    }
+    const char *base = strrchr(path, '/');
+    return base && strcmp(base + 1, s->id) == 0;
 }
 
 int shim_fast_delete(shim_t *s)
@@ -460,18 +424,26 @@ int shim_fast_delete(shim_t *s)
         return 1;
     }
     js[got] = 0;
+    /* v1: one path per controller (several controllers can share one
+     * directory, cpu,cpuacct); v2 and the unified hierarchy of a hybrid
+     * host: the key "". */
     static char paths[32][PATH_MAX];
-    int n = cgroup_paths(js, paths, 32);
+    int n = shim_cgroup_state_paths(js, paths, 32);
     free(js);
-    if (n <= 0) {
+    bool own = n > 0;
+    for (int i = 0; i < n; i++)
+        own = own && own_cgroup(s, paths[i]);
+    if (!own) {
         close(dfd);
         return 1;
     }
     for (int i = 0; i < n; i++) {
-        /* Several controllers can share one hierarchy (cpu,cpuacct). */
-        if (rmdir(paths[i]) < 0 && errno != ENOENT) {
-            berth_log(BERTH_LOG_INFO, "msg=\"cgroup busy, using runc delete\" path=%s err=\"%s\"",
-                      paths[i], strerror(errno));
+        /* Child cgroups go too (runc's RemovePath does the same); a
+         * process still in one, a mount root: runc delete. */
+        if (shim_cgroup_remove(paths[i]) < 0) {
+            berth_log(BERTH_LOG_INFO,
+                      "msg=\"cgroup not removed, using runc delete\" path=%s err=\"%s\"", paths[i],
+                      strerror(errno));
             close(dfd);
             return 1;
         }

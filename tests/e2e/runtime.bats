@@ -274,6 +274,24 @@ wait_status() { # ID STATUS
     assert_gone kill9
 }
 
+@test "a container over its memory limit is OOM-killed: status 137 and /tasks/oom" {
+    berth events --format json /tasks/ >"$BERTH_TEST_DIR/events-oom.json" 2>/dev/null &
+    local evpid=$!
+    sleep 0.3
+    # busybox sh doubles a string until the 16 MiB limit (no swap here, or
+    # swap limited with it) has the kernel kill it.
+    berth run -d --memory-limit 16m "$IMG" oom1 sh -c 'x=aaaaaaaa; while :; do x=$x$x; done'
+    wait_status oom1 STOPPED
+    [[ $(task_field oom1 exit_status) == 137 ]]
+    berth_wait_for 5 bash -c "grep -q /tasks/oom $BERTH_TEST_DIR/events-oom.json"
+    kill "$evpid" 2>/dev/null || true
+    [[ $(jq -r 'select(.topic == "/tasks/oom") | .event.container_id' \
+        "$BERTH_TEST_DIR/events-oom.json" | sort -u) == oom1 ]]
+    berth tasks rm oom1
+    berth containers rm oom1
+    assert_gone oom1
+}
+
 @test "kill -9 berthd with 20 tasks running: all still RUNNING, same pids, controllable" {
     local i before after
     for i in $(seq 1 20); do

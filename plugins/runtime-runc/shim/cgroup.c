@@ -503,26 +503,18 @@ int shim_cgroup_oom_watch(pid_t pid, bool *v2, char **events_path, berth_error_t
 bool shim_cgroup_oom_check(int fd, bool v2, const char *events_path, uint64_t *last)
 {
     char buf[4096];
-    while (read(fd, buf, sizeof(buf)) > 0) {
+    while (fd >= 0 && read(fd, buf, sizeof(buf)) > 0) {
     }
     if (!events_path)
         return false;
-    /* v1 signals the eventfd when the OOM starts, before the victim is
-     * chosen and killed (memcg1_oom_prepare, then mem_cgroup_out_of_memory
-     * counts oom_kill): the counter is read again for up to 100 ms. v2
-     * notifies memory.events again after the kill (at most 10 ms later). */
-    for (int i = 0;; i++) {
-        uint64_t v;
-        if (read_buf(events_path, buf, sizeof(buf)) < 0 || kv_find(buf, "oom_kill", &v) < 0)
-            return false;
-        if (v > *last) {
-            *last = v;
-            return true;
-        }
-        if (v2 || i == 20)
-            return false;
-        usleep(5000);
-    }
+    (void)v2;
+    uint64_t v;
+    if (read_buf(events_path, buf, sizeof(buf)) < 0 || kv_find(buf, "oom_kill", &v) < 0)
+        return false;
+    if (v <= *last)
+        return false;
+    *last = v;
+    return true;
 }
 
 /* ---- runc's state.json and removal ------------------------------------------------- */

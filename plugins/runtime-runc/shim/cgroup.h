@@ -67,8 +67,12 @@ int shim_cgroup_oom_watch(pid_t pid, bool *v2, char **events_path, berth_error_t
 /** shim_cgroup_oom_watch() for a known cgroup directory. */
 int shim_cgroup_oom_watch_dir(const char *dir, bool v2, char **events_path, berth_error_t **err);
 
-/** Drains the watch fd; returns true if the cgroup's oom_kill counter
- * (memory.oom_control on v1, memory.events on v2) went past *last. */
+/** Drains the watch fd (when >= 0); returns true if the cgroup's oom_kill
+ * counter (memory.oom_control on v1, memory.events on v2) went past *last.
+ * Never waits: v1 signals the eventfd when the OOM starts, before the
+ * kernel has chosen, killed and counted the victim, so the shim calls it
+ * again (fd -1) for a while (shim_oom_recheck); v2 notifies memory.events
+ * again after the kill. */
 bool shim_cgroup_oom_check(int fd, bool v2, const char *events_path, uint64_t *last);
 
 /** The values of the top-level "cgroup_paths" map of runc's state.json (v1:

@@ -961,12 +961,45 @@ void shim_conn_gone(shim_t *s, shim_conn_t *c)
     }
 }
 
+/* v1: the counter is read again every 5 ms for 100 ms after the event. */
+#define OOM_RECHECK_MS 5
+#define OOM_RECHECK_FOR_MS 100
+
+static void oom_publish(shim_t *s);
+
+void shim_oom_fired(shim_t *s)
+{
+    if (shim_cgroup_oom_check(s->oom_fd, s->oom_v2, s->oom_path, &s->oom_last)) {
+        s->oom_recheck_at = 0;
+        oom_publish(s);
+    } else if (!s->oom_v2 && s->oom_path) {
+        uint64_t now = shim_now_ms();
+        s->oom_recheck_at = now + OOM_RECHECK_MS;
+        s->oom_recheck_until = now + OOM_RECHECK_FOR_MS;
+    }
+}
+
+/* From shim_tick: the deadline set by shim_oom_fired has come. */
+static void oom_recheck(shim_t *s, uint64_t now)
+{
+    if (!s->oom_recheck_at || now < s->oom_recheck_at)
+        return;
+    if (shim_cgroup_oom_check(-1, s->oom_v2, s->oom_path, &s->oom_last)) {
+        s->oom_recheck_at = 0;
+        oom_publish(s);
+    } else {
+        s->oom_recheck_at = now + OOM_RECHECK_MS < s->oom_recheck_until ? now + OOM_RECHECK_MS : 0;
+    }
+}
+
 uint64_t shim_next_deadline(shim_t *s)
 {
     uint64_t dl = s->confirmed ? 0 : s->confirm_deadline;
     for (shim_proc_t *p = s->procs; p; p = p->next)
         if (p->reaped && !p->reported && p->report_deadline && (dl == 0 || p->report_deadline < dl))
             dl = p->report_deadline;
+    if (s->oom_recheck_at && (dl == 0 || s->oom_recheck_at < dl))
+        dl = s->oom_recheck_at;
     return dl;
 }
 
@@ -978,14 +1011,13 @@ void shim_tick(shim_t *s)
                   "msg=\"no confirmation from the runtime in time, rolling back\" id=%s", s->id);
         s->rollback = true;
     }
+    oom_recheck(s, now);
     for (shim_proc_t *p = s->procs; p; p = p->next)
         shim_check_report(s, p);
 }
 
-void shim_oom_fired(shim_t *s)
+static void oom_publish(shim_t *s)
 {
-    if (!shim_cgroup_oom_check(s->oom_fd, s->oom_v2, s->oom_path, &s->oom_last))
-        return;
     berth_log(BERTH_LOG_WARN, "msg=\"OOM kill in the container\" id=%s", s->id);
     for (shim_conn_t *c = s->conns; c; c = c->next) {
         if (!c->subscribed || c->dead)

@@ -8,13 +8,14 @@
  *   op        := "==" | "!=" | "~="
  *   value     := "quoted" | /quoted/ | run of chars other than ',' and space
  *
- * Whitespace between tokens is ignored. */
+ * Whitespace between tokens is ignored. `~=` values are Go regexp (RE2)
+ * syntax, as containerd compiles them, matched in linear time by re.c. */
 #include <ctype.h>
-#include <regex.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "filter.h"
+#include "re.h"
 
 enum op { OP_PRESENT, OP_EQ, OP_NE, OP_MATCH };
 
@@ -23,8 +24,7 @@ typedef struct {
     size_t n_path;
     enum op op;
     char *value;
-    regex_t re;
-    bool has_re;
+    meta_re_t *re; /* OP_MATCH */
 } selector_t;
 
 typedef struct {
@@ -41,7 +41,13 @@ typedef struct {
     const char *s;
     size_t pos, len;
     const char *why;
+    char detail[256]; /* appended after the position when set */
+    size_t *re_insts; /* regex instructions so far in this filter list */
 } parser_t;
+
+/* Matching costs up to (instructions x value length) per regex and record
+ * (re.h); META_RE_MAX_INST bounds one regex, this all of a request's. */
+enum { FILTER_MAX_RE_INSTS = 5 * META_RE_MAX_INST };
 
 static void sel_free(selector_t *s)
 {
@@ -49,8 +55,7 @@ static void sel_free(selector_t *s)
         free(s->path[i]);
     free(s->path);
     free(s->value);
-    if (s->has_re)
-        regfree(&s->re);
+    meta_re_free(s->re);
 }
 
 void meta_filter_free(meta_filter_t *f)
@@ -109,7 +114,7 @@ static char *scan_quoted(parser_t *p, char q)
                 out[o++] = '\r';
                 break;
             default:
-                /* In a /regex/ keep escapes other than \/ for regcomp. */
+                /* In a /regex/ keep escapes other than \/ for the regex. */
                 if (q == '/' && e != '/')
                     out[o++] = '\\';
                 out[o++] = e;
@@ -173,141 +178,6 @@ static char *scan_value(parser_t *p, bool *quoted)
     return strndup(p->s + start, p->pos - start);
 }
 
-/* ---- regex budget ----------------------------------------------------
- * glibc's regcomp expands repetitions by copying the repeated tree: x+ is
- * x x*, x{m,n} is n copies, so `a++++...` doubles per '+' (24 of them took
- * 3 GiB and 20 s, found by fuzz_filter) and (a{999}){999} is a million
- * nodes; stacked operators also blow up its epsilon closures (`a??++++++++`:
- * 9 s). Before regcomp, a scan of the ERE estimates the expanded size and
- * refuses more than RE_MAX_NODES, stacked repetition operators (as Go's
- * regexp, which containerd uses, does), deep nesting and backreferences
- * (exponential in regexec; Go has none either). Open: glibc's regexec can
- * still be slow on some small patterns, e.g. (a|b)*a(a|b){30}c against a
- * 4 KiB value (tests/fuzz/README.md). */
-enum { RE_MAX_NODES = 1000, RE_MAX_DEPTH = 64, RE_MAX_COUNT = 1000 };
-
-static size_t sat_add(size_t a, size_t b)
-{
-    return a + b > RE_MAX_NODES ? RE_MAX_NODES + 1 : a + b;
-}
-
-static size_t sat_mul(size_t a, size_t b)
-{
-    return b && a > (RE_MAX_NODES + 1) / b ? RE_MAX_NODES + 1 : sat_add(a * b, 0);
-}
-
-/* Parses an interval "{m}", "{m,}", "{,n}" or "{m,n}" at re (the '{');
- * returns its length (0: not an interval, a literal '{' for the estimate)
- * and the number of copies glibc makes, or SIZE_MAX for a count too big. */
-static size_t re_interval(const char *re, size_t *copies)
-{
-    size_t i = 1, m = 0, n = 0;
-    bool has_m = false, has_n = false, comma = false;
-    for (; isdigit((unsigned char)re[i]); i++, has_m = true)
-        m = m > RE_MAX_COUNT ? m : m * 10 + (size_t)(re[i] - '0');
-    if (re[i] == ',') {
-        comma = true;
-        for (i++; isdigit((unsigned char)re[i]); i++, has_n = true)
-            n = n > RE_MAX_COUNT ? n : n * 10 + (size_t)(re[i] - '0');
-    }
-    if (re[i] != '}' || (!has_m && !has_n))
-        return 0;
-    if (m > RE_MAX_COUNT || n > RE_MAX_COUNT)
-        *copies = SIZE_MAX;
-    else
-        *copies = (has_n ? (n > m ? n : m) : comma ? m + 1 : m) + 1;
-    return i + 1;
-}
-
-/* NULL when the ERE is within budget, else why not. */
-static const char *re_budget(const char *re)
-{
-    struct {
-        size_t total, last;
-    } st[RE_MAX_DEPTH + 1] = {{0, 0}};
-    size_t d = 0;
-    int rep = 0; /* repetition operators right before: 0, 1, 2 (as in "x*?") */
-    for (size_t i = 0; re[i];) {
-        char c = re[i];
-        bool is_rep = false;
-        size_t copies = 0, len = 1;
-        if (c == '*' || c == '?' || c == '+' ||
-            (c == '{' && (len = re_interval(re + i, &copies)))) {
-            if (c == '{' && copies == SIZE_MAX)
-                return "regular expression repeat count above 1000";
-            /* Stacked operators ("a??++++++++" took 9 s in regcomp's
-             * epsilon closures, found by fuzz_filter) are refused as Go's
-             * regexp does; only "x*?", "x+?", "x??", "x{n}?" (lazy in Go,
-             * the same set of matches here) pass. */
-            if (rep == 2 || (rep == 1 && c != '?'))
-                return "nested repetition operator in a regular expression";
-            is_rep = true;
-            if (c != '{')
-                len = 1;
-            size_t last = st[d].last ? st[d].last : 1;
-            size_t grown = c == '+'   ? sat_add(sat_mul(last, 2), 1)
-                           : c == '{' ? sat_mul(last, copies)
-                                      : sat_add(last, 1);
-            st[d].total = sat_add(st[d].total - (st[d].last ? last : 0), grown);
-            st[d].last = grown;
-            i += len;
-        } else if (c == '(') {
-            if (d == RE_MAX_DEPTH)
-                return "regular expression nested too deeply";
-            st[++d].total = 0;
-            st[d].last = 0;
-            i++;
-        } else if (c == ')' && d > 0) {
-            size_t g = sat_add(st[d--].total, 2);
-            st[d].total = sat_add(st[d].total, g);
-            st[d].last = g;
-            i++;
-        } else if (c == '|') {
-            st[d].total = sat_add(st[d].total, 1);
-            st[d].last = 0;
-            i++;
-        } else if (c == '[') {
-            /* A bracket expression is one node: skip "[^]...]" with its
-             * "[:class:]", "[=e=]" and "[.sym.]" parts. */
-            size_t j = i + 1;
-            if (re[j] == '^')
-                j++;
-            if (re[j] == ']')
-                j++;
-            while (re[j] && re[j] != ']') {
-                if (re[j] == '[' && (re[j + 1] == ':' || re[j + 1] == '=' || re[j + 1] == '.')) {
-                    const char *e = strchr(re + j + 2, re[j + 1]);
-                    while (e && e[1] != ']')
-                        e = strchr(e + 1, re[j + 1]);
-                    j = e ? (size_t)(e - re) + 2 : strlen(re);
-                } else {
-                    j++;
-                }
-            }
-            st[d].last = 1;
-            st[d].total = sat_add(st[d].total, 1);
-            i = re[j] ? j + 1 : j;
-        } else {
-            if (c == '\\' && re[i + 1] >= '1' && re[i + 1] <= '9')
-                return "backreferences are not supported in a regular expression";
-            st[d].last = 1;
-            st[d].total = sat_add(st[d].total, 1);
-            i += c == '\\' && re[i + 1] ? 2 : 1;
-        }
-        rep = is_rep ? rep + 1 : 0;
-        if (st[d].total > RE_MAX_NODES)
-            return "regular expression too large once its repetitions are expanded "
-                   "(at most 1000 nodes)";
-    }
-    /* Unclosed groups count too (regcomp refuses them anyway). */
-    size_t total = 0;
-    for (size_t k = 0; k <= d; k++)
-        total = sat_add(total, st[k].total);
-    return total > RE_MAX_NODES ? "regular expression too large once its repetitions are "
-                                  "expanded (at most 1000 nodes)"
-                                : NULL;
-}
-
 static int parse_selector(parser_t *p, selector_t *sel)
 {
     memset(sel, 0, sizeof(*sel));
@@ -361,26 +231,30 @@ static int parse_selector(parser_t *p, selector_t *sel)
     if (!sel->value)
         return -1;
     if (sel->op == OP_MATCH) {
-        const char *why = re_budget(sel->value);
-        if (why) {
-            p->pos = vpos;
-            p->why = why;
-            return -1;
-        }
-        int rc = regcomp(&sel->re, sel->value, REG_EXTENDED | REG_NOSUB);
-        if (rc != 0) {
+        berth_error_t *rerr = NULL;
+        if (meta_re_compile(sel->value, strlen(sel->value), &sel->re, &rerr) < 0) {
             p->pos = vpos;
             p->why = "invalid regular expression";
+            snprintf(p->detail, sizeof(p->detail), "%s", rerr ? rerr->message : "");
+            berth_error_free(&rerr);
             return -1;
         }
-        sel->has_re = true;
+        *p->re_insts += meta_re_size(sel->re);
+        if (*p->re_insts > FILTER_MAX_RE_INSTS) {
+            p->pos = vpos;
+            p->why = "regular expressions too large in total";
+            snprintf(p->detail, sizeof(p->detail),
+                     "the filters' regular expressions compile to more than %d instructions",
+                     FILTER_MAX_RE_INSTS);
+            return -1;
+        }
     }
     return 0;
 }
 
-static int parse_one(const char *s, conj_t *c, berth_error_t **err)
+static int parse_one(const char *s, conj_t *c, size_t *re_insts, berth_error_t **err)
 {
-    parser_t p = {.s = s, .len = strlen(s)};
+    parser_t p = {.s = s, .len = strlen(s), .re_insts = re_insts};
     memset(c, 0, sizeof(*c));
     for (;;) {
         selector_t sel;
@@ -412,7 +286,8 @@ fail:
     c->sel = NULL;
     c->n = 0;
     return berth_error_set(err, BERTH_E_INVALID_ARGUMENT,
-                           "invalid filter \"%s\": %s at position %zu", s, p.why, p.pos + 1);
+                           "invalid filter \"%s\": %s at position %zu%s%s", s, p.why, p.pos + 1,
+                           p.detail[0] ? ": " : "", p.detail);
 }
 
 int meta_filter_parse(const char *const *strs, size_t n, meta_filter_t **out, berth_error_t **err)
@@ -428,8 +303,9 @@ int meta_filter_parse(const char *const *strs, size_t n, meta_filter_t **out, be
         free(f);
         return berth_error_set(err, BERTH_E_RESOURCE_EXHAUSTED, "out of memory");
     }
+    size_t re_insts = 0;
     for (size_t i = 0; i < n; i++) {
-        if (parse_one(strs[i], &f->alt[i], err) < 0) {
+        if (parse_one(strs[i], &f->alt[i], &re_insts, err) < 0) {
             meta_filter_free(f);
             return -1;
         }
@@ -583,18 +459,8 @@ static bool sel_match(const selector_t *s, const msgpack_object *rec)
             vl = 0;
         return !(vl == strlen(s->value) && memcmp(v, s->value, vl) == 0);
     case OP_MATCH: {
-        if (!present)
-            return false;
-        char stack[256];
-        char *tmp = vl < sizeof(stack) ? stack : malloc(vl + 1);
-        if (!tmp)
-            return false;
-        memcpy(tmp, v, vl);
-        tmp[vl] = 0;
-        bool m = regexec(&s->re, tmp, 0, NULL, 0) == 0;
-        if (tmp != stack)
-            free(tmp);
-        return m;
+        /* The whole value, NULs included (re.c, linear in its length). */
+        return present && meta_re_match(s->re, v, vl, NULL);
     }
     }
     return false;

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* List filters in containerd's syntax: `name==x`, `labels."k"==v`,
- * `labels.k` (presence), `!=`, `~=` (POSIX extended regex), `,` as AND;
- * several filter strings are OR'd. Matched against a stored msgpack record. */
+ * `labels.k` (presence), `!=`, `~=` (a Go/RE2 regexp, unanchored, matched in
+ * linear time: re.h), `,` as AND; several filter strings are OR'd. Matched
+ * against a stored msgpack record. */
 #pragma once
 
 #include <msgpack.h>

@@ -312,6 +312,27 @@ for k, v in filters.items():
 write("filter", "with-record", b"labels.k==v\x00" + mp({"name": "n", "labels": {"k": "v"},
                                                           "created_at": 5, "x": [1, None]}))
 
+
+def ab_text(n, seed):
+    """Deterministic pseudo-random a/b text (xorshift32)."""
+    out = []
+    for _ in range(n):
+        seed ^= (seed << 13) & 0xFFFFFFFF
+        seed ^= seed >> 17
+        seed ^= (seed << 5) & 0xFFFFFFFF
+        out.append("a" if (seed >> 7) & 1 else "b")
+    return "".join(out)
+
+
+# glibc's regexec took ~1.6 s per value on these (its DFA has 2^31 states);
+# the linear-time matcher (metadata/re.c) takes about a millisecond.
+write("filter", "regex-linear",
+      b"labels.k~=(a|b)*a(a|b){30}c\nname~=(a|b)*a(a|b){30}$\nname~=(x+x+)+y\x00" +
+      mp({"name": ab_text(1900, 7), "labels": {"k": ab_text(1900, 12345)}}))
+write("filter", "regex-go-syntax",
+      "name~=(?i)^DOCKER\\.io/\nname~=/\\bbusybox\\b/\nname~=[[:alpha:]]+:\\d+$\n"
+      "labels.\"a.b\"~=^$\nname~=(?P<n>x)\\Q.*\\E|\\x{263a}\nname~=(?=a)\nname~=\\pL")
+
 # ---- labels ---------------------------------------------------------------------------
 labels = {
     "simple": {"a": "b"},

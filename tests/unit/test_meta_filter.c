@@ -145,6 +145,36 @@ static void test_regex(void **state)
     expect("labels.missing~=.*", false);
 }
 
+/* `~=` takes Go regexp (RE2) syntax, as containerd does (re.c). */
+static void test_regex_go_syntax(void **state)
+{
+    expect("name~=(?i)BUSYBOX", true);
+    expect("name~=\\bbusybox\\b", true);
+    expect("name~=^busybox", false); /* unanchored, but ^ is the start */
+    expect("name~=/^[[:alpha:]]+\\.io\\/\\w+/", true);
+    expect("name~=:\\d$", true);
+    expect("name~=(?P<repo>library)/", true);
+    expect("labels.app~=^(?:web|db)$", true);
+    expect("labels.empty~=^$", true);
+    expect("target.size~=^4[0-9]$", true);
+    expect("name~=/a{,2}/", false); /* a literal "{,2}" in Go, not a repeat */
+    expect_error("name~=(a)\\1",
+                 "invalid regular expression at position 7: invalid escape sequence: `\\1`");
+    expect_error("name~=(?=x)", "invalid or unsupported Perl syntax: `(?=`");
+    expect_error("name~=a**", "invalid nested repetition operator: `**`");
+    expect_error("name~=a{1001}", "invalid repeat count: `{1001}`");
+    expect_error("name~=/(a{999}){999}/", "invalid repeat count");
+    expect_error("name~=[z-a]", "invalid character class range: `z-a`");
+    expect_error("labels.x==1,name~=[[:foo:]]", "at position 19");
+    /* All regexes of one filter list compile to at most 10,000 instructions. */
+    char many[256] = "name~=/.{0,999}/";
+    for (int i = 0; i < 4; i++)
+        strcat(many, ",name~=/.{0,999}/");
+    expect(many, true);
+    strcat(many, ",name~=/.{0,999}/");
+    expect_error(many, "regular expressions too large in total");
+}
+
 static void test_spec_bin_is_present(void **state)
 {
     expect("spec", true);
@@ -202,10 +232,11 @@ static void test_parse_obj(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_equality), cmocka_unit_test(test_loose_field_names),
-        cmocka_unit_test(test_labels),   cmocka_unit_test(test_and_or),
-        cmocka_unit_test(test_regex),    cmocka_unit_test(test_spec_bin_is_present),
-        cmocka_unit_test(test_errors),   cmocka_unit_test(test_parse_obj),
+        cmocka_unit_test(test_equality),        cmocka_unit_test(test_loose_field_names),
+        cmocka_unit_test(test_labels),          cmocka_unit_test(test_and_or),
+        cmocka_unit_test(test_regex),           cmocka_unit_test(test_spec_bin_is_present),
+        cmocka_unit_test(test_errors),          cmocka_unit_test(test_parse_obj),
+        cmocka_unit_test(test_regex_go_syntax),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

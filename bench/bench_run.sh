@@ -12,24 +12,29 @@
 # state on the disk instead (here /tmp is ext4, where creating files is slow
 # after many deletions: docs/performance.md, "Pull").
 #
-#   bench/bench_run.sh [-n RUNS] [-c CONCURRENT] [-s SETTLE_MS] [-S]  (root; build/bin built)
+#   bench/bench_run.sh [-n RUNS] [-c CONCURRENT] [-s SETTLE_MS] [-S] [-i]  (root; build/bin built)
 #   env BERTH_BIN (default build/bin)
 # -s pauses between two timed commands (default 0), so that one tool's
 # asynchronous after-work (containerd's cleanup after `ctr run --rm`
 # returned, say) does not land on the next tool's timing.
+# -i measures the daemon's RSS a second time, once transfer and
+# snapshot-overlay have given back their libraries after their idle period
+# (`unload_idle_ms`, default 30 s: the wait is that long).
 set -euo pipefail
 
 RUNS=20
 CONC=50
 SETTLE_MS=0
 STATE_TMPFS=1
-while getopts "n:c:s:S" o; do
+IDLE_RSS=0
+while getopts "n:c:s:Si" o; do
     case $o in
     n) RUNS=$OPTARG ;;
     c) CONC=$OPTARG ;;
     s) SETTLE_MS=$OPTARG ;;
     S) STATE_TMPFS=0 ;;
-    *) echo "usage: $0 [-n RUNS] [-c CONCURRENT] [-s SETTLE_MS] [-S]" >&2; exit 2 ;;
+    i) IDLE_RSS=1 ;;
+    *) echo "usage: $0 [-n RUNS] [-c CONCURRENT] [-s SETTLE_MS] [-S] [-i]" >&2; exit 2 ;;
     esac
 done
 
@@ -125,28 +130,61 @@ umoci unpack --image "$BERTH_TEST_DIR/img:t" "$BUNDLE" >/dev/null
 jq '.process.args = ["/bin/true"] | .process.terminal = false | .linux.cgroupsPath = "/bench/runc"' \
     "$BUNDLE/config.json" >"$BUNDLE/c.json" && mv "$BUNDLE/c.json" "$BUNDLE/config.json"
 RUNC_ROOT=$BERTH_TEST_DIR/runc-root
+# berth's own floor: bare runc on the same rootfs with the spec berth
+# generates (default seccomp profile, capabilities, masked paths...).
+# `ctr run` applies no seccomp profile unless --seccomp is given; that
+# profile costs runc about 13 ms of CPU per start here.
+BUNDLE_B=$BERTH_TEST_DIR/bundle-berth
+mkdir "$BUNDLE_B"
+cp -a "$BUNDLE/rootfs" "$BUNDLE_B/rootfs"
+berth -n bench containers create "$IMG" spec-probe /bin/true >/dev/null
+berth -n bench containers info --spec spec-probe |
+    jq '.root = {"path": "rootfs", "readonly": false} | .process.terminal = false |
+        .linux.cgroupsPath = "/bench/runc-berth" | del(.hooks)' >"$BUNDLE_B/config.json"
+berth -n bench containers rm spec-probe >/dev/null
+ctr_seccomp=1
+ctr -a "$CTRD_SOCK" -n bench run --rm --seccomp "$CIMG" warm-s /bin/true >/dev/null 2>&1 || ctr_seccomp=0
 
 echo "# 1. run --rm IMG id /bin/true, $RUNS runs each (median, ms)"
 # Warm up each path once.
 berth -n bench run --rm "$IMG" warm /bin/true
 ctr -a "$CTRD_SOCK" -n bench run --rm "$CIMG" warm /bin/true
 runc --root "$RUNC_ROOT" run --bundle "$BUNDLE" warm >/dev/null
-declare -a B C R
+runc --root "$RUNC_ROOT" run --bundle "$BUNDLE_B" warm >/dev/null
+declare -a B C CS R RB
 for i in $(seq "$RUNS"); do
     settle
     s=$(now_ms); berth -n bench run --rm "$IMG" b$i /bin/true; B+=($(($(now_ms) - s)))
     settle
     s=$(now_ms); ctr -a "$CTRD_SOCK" -n bench run --rm "$CIMG" c$i /bin/true; C+=($(($(now_ms) - s)))
+    if ((ctr_seccomp)); then
+        settle
+        s=$(now_ms); ctr -a "$CTRD_SOCK" -n bench run --rm --seccomp "$CIMG" cs$i /bin/true
+        CS+=($(($(now_ms) - s)))
+    fi
     settle
     s=$(now_ms); runc --root "$RUNC_ROOT" run --bundle "$BUNDLE" r$i >/dev/null; R+=($(($(now_ms) - s)))
+    settle
+    s=$(now_ms); runc --root "$RUNC_ROOT" run --bundle "$BUNDLE_B" rb$i >/dev/null
+    RB+=($(($(now_ms) - s)))
 done
 mb=$(printf '%s\n' "${B[@]}" | median)
 mc=$(printf '%s\n' "${C[@]}" | median)
 mr=$(printf '%s\n' "${R[@]}" | median)
-printf '%-28s %8s ms  (%s)\n' "berth run --rm" "$mb" "$(printf '%s\n' "${B[@]}" | spread)" \
-    "ctr run --rm" "$mc" "$(printf '%s\n' "${C[@]}" | spread)" \
-    "runc run (floor)" "$mr" "$(printf '%s\n' "${R[@]}" | spread)"
+mrb=$(printf '%s\n' "${RB[@]}" | median)
+printf '%-40s %8s ms  (%s)\n' "berth run --rm" "$mb" "$(printf '%s\n' "${B[@]}" | spread)" \
+    "ctr run --rm" "$mc" "$(printf '%s\n' "${C[@]}" | spread)"
+if ((ctr_seccomp)); then
+    mcs=$(printf '%s\n' "${CS[@]}" | median)
+    printf '%-40s %8s ms  (%s)\n' "ctr run --rm --seccomp" "$mcs" "$(printf '%s\n' "${CS[@]}" | spread)"
+fi
+printf '%-40s %8s ms  (%s)\n' "runc run, umoci's spec (floor)" "$mr" "$(printf '%s\n' "${R[@]}" | spread)" \
+    "runc run, berth's spec (berth's floor)" "$mrb" "$(printf '%s\n' "${RB[@]}" | spread)"
 awk -v b="$mb" -v c="$mc" 'BEGIN {printf "berth / ctr = %.2f (target <= 0.35)\n", b / c}'
+awk -v r="$mrb" -v c="$mc" -v b="$mb" 'BEGIN {printf "runc with berth'"'"'s spec / ctr = %.2f (the lowest ratio berth could reach); berth'"'"'s own time: %d ms\n", r / c, b - r}'
+if ((ctr_seccomp)); then
+    awk -v b="$mb" -v c="$mcs" 'BEGIN {printf "berth / ctr --seccomp = %.2f (both with the default seccomp profile)\n", b / c}'
+fi
 
 echo "# 2. $CONC detached containers started concurrently"
 settle
@@ -193,6 +231,33 @@ rss_cd=$(rss_of "$CTRD_PID")
 printf 'daemon RSS with %s containers running: berth (berthd + plugins) %s MiB, containerd %s MiB\n' \
     "$CONC" "$(awk -v k="$rss_d" 'BEGIN {printf "%.1f", k / 1024}')" \
     "$(awk -v k="$rss_cd" 'BEGIN {printf "%.1f", k / 1024}')"
+if ((IDLE_RSS)); then
+    # -i: the same, after the idle unload (docs/performance.md): transfer has
+    # been recycled by berthd (its libraries not mapped any more) and
+    # snapshot-overlay has dlclose'd its extraction library.
+    idle_ms=$(jq -r '[.plugins.transfer.config.unload_idle_ms // 30000,
+        .plugins["snapshot-overlay"].config.unload_idle_ms // 30000] | max' "$BERTH_CONFIG")
+    echo "# waiting for the idle unload (unload_idle_ms $idle_ms)"
+    unloaded() {
+        local t o
+        t=$(berth_plugin_pid transfer)
+        o=$(berth_plugin_pid snapshot-overlay)
+        ! grep -qE 'berth-transfer-(impl|archive)\.so' "/proc/$t/maps" 2>/dev/null &&
+            ! grep -q 'berth-snapshot-overlay-apply\.so' "/proc/$o/maps" 2>/dev/null
+    }
+    s=$(now_ms)
+    if berth_wait_for $((idle_ms * 2 / 1000 + 15)) unloaded; then
+        sleep 2.5 # malloc_trim 2 s after the last message (the recycle's)
+        rss_d=$(rss_of "$BERTH_PID")
+        for p in $(pgrep -P "$BERTH_PID"); do rss_d=$((rss_d + $(rss_of "$p"))); done
+        printf 'daemon RSS with %s containers running, after the idle unload (%s ms later): berth (berthd + plugins) %s MiB\n' \
+            "$CONC" "$(($(now_ms) - s))" "$(awk -v k="$rss_d" 'BEGIN {printf "%.1f", k / 1024}')"
+        echo "  berthd $(rss_of "$BERTH_PID") KiB; $(ps -o comm=,rss= --ppid "$BERTH_PID" |
+            awk '{printf "%s%s %s", (NR > 1 ? ", " : ""), $1, $2} END {print " KiB"}')"
+    else
+        echo "daemon RSS after the idle unload: not measured (transfer or snapshot-overlay did not unload)"
+    fi
+fi
 
 echo "# cleaning up"
 for i in $(seq "$CONC"); do berth -n bench tasks kill -s KILL d$i >/dev/null 2>&1 || true; done

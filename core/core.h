@@ -228,6 +228,7 @@ struct core_inst_s {
 struct core_op_s {
     core_route_t *route; /* the caller's plugins.restart/replace (LOCAL), may be NULL */
     bool replace;
+    bool recycle; /* plugin.recycle: the plugin asked, idle; not counted as a restart */
     char *new_path, *old_path;
     pid_t old_pid;
     int phase; /* 0 drain, 1 stop, 2 start */
@@ -365,6 +366,8 @@ int core_supervisor_start(core_t *c, berth_error_t **err);
 /** plugin.register / plugin.ready from a plugin peer. */
 void core_plugin_register(core_peer_t *p, const ipc_msg_t *m);
 void core_plugin_ready(core_peer_t *p, const ipc_msg_t *m);
+/** plugin.recycle {} from a supervised plugin about itself (docs/protocol.md). */
+void core_plugin_recycle(core_peer_t *p, const ipc_msg_t *m);
 /** A plugin peer's connection closed (after the router handled its routes). */
 void core_supervisor_peer_closed(core_peer_t *p);
 /** The last drain-relevant request of an instance finished. */

@@ -1102,6 +1102,7 @@ static const struct {
     {"events.publish", h_publish},
     {"plugin.register", core_plugin_register},
     {"plugin.ready", core_plugin_ready},
+    {"plugin.recycle", core_plugin_recycle},
 };
 
 static bool reserved_name(const char *m)

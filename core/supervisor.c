@@ -4,7 +4,9 @@
  * handshake, restarts it with backoff when it exits, marks crash loops
  * `failed`, kills plugins that stop answering plugin.health, and carries out
  * plugins.restart / plugins.replace (drain → stop → start, with requests
- * queued meanwhile). Only the pids it spawned are ever signalled. */
+ * queued meanwhile) and plugin.recycle (the same restart, asked for by an idle
+ * plugin that wants to give back the memory of libraries it loaded). Only the
+ * pids it spawned are ever signalled. */
 #include <errno.h>
 #include <libgen.h>
 #include <limits.h>
@@ -986,6 +988,11 @@ void core_plugin_register(core_peer_t *p, const ipc_msg_t *m)
 
 /* ---- restart / replace operations ---------------------------------------------------- */
 
+static const char *op_name(const core_op_t *op)
+{
+    return op->replace ? "replace" : op->recycle ? "recycle" : "restart";
+}
+
 static void op_free(core_plugin_t *pl)
 {
     core_op_t *op = pl->op;
@@ -1043,8 +1050,8 @@ static void op_stop(core_plugin_t *pl)
     }
     inst->stopping = true;
     op->old_pid = inst->pid;
-    berth_log(BERTH_LOG_INFO, "msg=\"stopping plugin for %s\" plugin=%s pid=%d",
-              op->replace ? "replace" : "restart", pl->id, (int)inst->pid);
+    berth_log(BERTH_LOG_INFO, "msg=\"stopping plugin for %s\" plugin=%s pid=%d", op_name(op),
+              pl->id, (int)inst->pid);
     if (inst->peer && !core_request(inst->peer, "plugin.shutdown", NULL, NULL))
         inst_kill(inst, SIGTERM);
     else if (!inst->peer)
@@ -1075,23 +1082,30 @@ void core_supervisor_drained(core_inst_t *inst)
     op_stop(pl);
 }
 
-static void start_op(core_plugin_t *pl, core_route_t *r, bool replace, const char *new_path)
+/* `r` is the caller's request, answered when the new instance is ready; NULL
+ * for a recycle (answered at once). */
+static void start_op(core_plugin_t *pl, core_route_t *r, bool replace, bool recycle,
+                     const char *new_path)
 {
     core_t *c = pl->core;
     core_op_t *op = calloc(1, sizeof(*op));
     if (!op) {
-        core_route_reply_error(r, BERTH_E_RESOURCE_EXHAUSTED, "out of memory");
+        if (r)
+            core_route_reply_error(r, BERTH_E_RESOURCE_EXHAUSTED, "out of memory");
         return;
     }
     op->route = r;
     op->replace = replace;
+    op->recycle = recycle;
     op->old_path = strdup(pl->path);
     op->new_path = strdup(new_path);
-    r->data = pl;
-    r->on_local_end = op_route_end;
+    if (r) {
+        r->data = pl;
+        r->on_local_end = op_route_end;
+    }
     pl->op = op;
-    berth_log(BERTH_LOG_INFO, "msg=\"%s requested\" plugin=%s path=%s",
-              replace ? "replace" : "restart", pl->id, new_path);
+    berth_log(BERTH_LOG_INFO, "msg=\"%s requested\" plugin=%s path=%s", op_name(op), pl->id,
+              new_path);
     if (!pl->inst) {
         /* Not running (restarting or failed): start the new binary now. */
         uv_timer_stop(&pl->restart_timer);
@@ -1262,10 +1276,54 @@ void core_methods_plugins(core_peer_t *p, const ipc_msg_t *m)
     free(path);
     core_route_t *r = core_route_local(p, m);
     if (r && newp)
-        start_op(pl, r, replace, newp);
+        start_op(pl, r, replace, false, newp);
     else if (r)
         core_route_reply_error(r, BERTH_E_RESOURCE_EXHAUSTED, "out of memory");
     free(newp);
+}
+
+/* plugin.recycle {}: a supervised plugin that is idle asks to be restarted, to
+ * give back the memory of the libraries it loaded for its last work (a
+ * library that pins itself cannot be dlclose'd). Accepted only when the
+ * instance serves no request and has no request of its own outstanding (this
+ * one aside): the core then answers {}, stops routing to it (new requests
+ * wait in its queue, as for plugins.restart), sends plugin.shutdown and starts
+ * a new instance, which gets the queue once ready. Not counted in `restarts`,
+ * not a crash. Refused with failed_precondition otherwise (the plugin tries
+ * again later), with permission_denied for an external plugin (never). */
+void core_plugin_recycle(core_peer_t *p, const ipc_msg_t *m)
+{
+    core_inst_t *inst = p->inst;
+    core_plugin_t *pl = inst ? inst->plugin : NULL;
+    if (!pl || p->kind != CORE_PEER_PLUGIN || !inst->spawned || pl->external) {
+        core_reply_error(p, m->msgid, BERTH_E_PERMISSION_DENIED,
+                         "plugin.recycle: only a plugin process started by berthd can be recycled");
+        return;
+    }
+    if (inst->state != CORE_IS_READY || pl->inst != inst || inst->stopping || pl->op ||
+        pl->draining || pl->status != CORE_PS_OK) {
+        core_reply_error(p, m->msgid, BERTH_E_FAILED_PRECONDITION,
+                         "plugin.recycle: plugin %s is starting, stopping or being restarted",
+                         pl->id);
+        return;
+    }
+    size_t serving = 0, n = 0;
+    void **vals = ipc_idmap_values(&p->serving, &n);
+    for (size_t i = 0; vals && i < n; i++)
+        if (!((core_route_t *)vals[i])->on_response) /* plugin.health does not count */
+            serving++;
+    free(vals);
+    /* This request is not in p->calls: local methods are answered directly. */
+    size_t calls = p->calls.count;
+    if (serving > 0 || calls > 0 || pl->queue.len > 0) {
+        core_reply_error(p, m->msgid, BERTH_E_FAILED_PRECONDITION,
+                         "plugin.recycle: plugin %s is busy (%zu requests to it, %zu of its own "
+                         "in progress); try again when idle",
+                         pl->id, serving, calls);
+        return;
+    }
+    core_reply_empty(p, m->msgid);
+    start_op(pl, NULL, false, true, pl->path);
 }
 
 /* ---- ready ---------------------------------------------------------------------------- */
@@ -1313,9 +1371,8 @@ void core_plugin_ready(core_peer_t *p, const ipc_msg_t *m)
             core_route_reply_end(r);
         }
         berth_log(BERTH_LOG_INFO, "msg=\"%s done\" plugin=%s old_pid=%d pid=%d path=%s",
-                  op->replace ? "replace" : "restart", pl->id, (int)op->old_pid, (int)inst->pid,
-                  pl->path);
-        if (!op->replace)
+                  op_name(op), pl->id, (int)op->old_pid, (int)inst->pid, pl->path);
+        if (!op->replace && !op->recycle)
             pl->restarts++;
         op_free(pl);
     }

@@ -8,6 +8,7 @@
 
 #define OVERLAY_DEFAULT_MAX_UNCOMPRESSED (64ull << 30)
 #define OVERLAY_DEFAULT_RESERVE (256ull << 20)
+#define OVERLAY_DEFAULT_UNLOAD_IDLE_MS 30000
 
 typedef struct {
     berth_plugin_t *p;
@@ -22,6 +23,8 @@ typedef struct {
     /* The extraction library (module.h): found at init, loaded on demand. */
     char module_path[4096];
     bool module_preload_started; /* loop thread */
+    /* Unload the library after this long without an apply (0 = never). */
+    uint64_t unload_idle_ms;
 } overlay_plugin_t;
 
 extern const berth_method_t overlay_methods[];

@@ -20,10 +20,15 @@ static overlay_plugin_t g_overlay = {.lock_fd = -1};
 int overlay_config_parse(overlay_plugin_t *op, overlay_store_opts_t *so, const msgpack_object *cfg,
                          berth_error_t **err)
 {
-    static const char *const known[] = {"apply_max_uncompressed_bytes", "apply_reserve_bytes",
-                                        "sync_on_commit", "index_off", "sandbox"};
+    static const char *const known[] = {"apply_max_uncompressed_bytes",
+                                        "apply_reserve_bytes",
+                                        "sync_on_commit",
+                                        "index_off",
+                                        "sandbox",
+                                        "unload_idle_ms"};
     op->max_uncompressed = OVERLAY_DEFAULT_MAX_UNCOMPRESSED;
     op->reserve = OVERLAY_DEFAULT_RESERVE;
+    op->unload_idle_ms = OVERLAY_DEFAULT_UNLOAD_IDLE_MS;
     op->sandbox = true;
     so->sync_on_commit = true;
     so->index_off = true;
@@ -42,7 +47,7 @@ int overlay_config_parse(overlay_plugin_t *op, overlay_store_opts_t *so, const m
                 err, BERTH_E_INVALID_ARGUMENT,
                 "unknown key \"plugins.snapshot-overlay.config.%.*s\" (known: "
                 "apply_max_uncompressed_bytes, apply_reserve_bytes, sync_on_commit, index_off, "
-                "sandbox)",
+                "sandbox, unload_idle_ms)",
                 k->type == MSGPACK_OBJECT_STR ? (int)k->via.str.size : 1,
                 k->type == MSGPACK_OBJECT_STR ? k->via.str.ptr : "?");
     }
@@ -50,8 +55,14 @@ int overlay_config_parse(overlay_plugin_t *op, overlay_store_opts_t *so, const m
         berth_mp_get_u64(cfg, "apply_reserve_bytes", &op->reserve, err) < 0 ||
         berth_mp_get_bool(cfg, "sync_on_commit", &so->sync_on_commit, err) < 0 ||
         berth_mp_get_bool(cfg, "index_off", &so->index_off, err) < 0 ||
-        berth_mp_get_bool(cfg, "sandbox", &op->sandbox, err) < 0)
+        berth_mp_get_bool(cfg, "sandbox", &op->sandbox, err) < 0 ||
+        berth_mp_get_u64(cfg, "unload_idle_ms", &op->unload_idle_ms, err) < 0)
         return berth_error_wrap(err, "config snapshot-overlay");
+    if (op->unload_idle_ms > (1ull << 30))
+        return berth_error_set(err, BERTH_E_INVALID_ARGUMENT,
+                               "config snapshot-overlay.unload_idle_ms must be at most 1073741824 "
+                               "(0 = never unload; got %llu)",
+                               (unsigned long long)op->unload_idle_ms);
     if (op->max_uncompressed < (1u << 20))
         return berth_error_set(err, BERTH_E_INVALID_ARGUMENT,
                                "config snapshot-overlay.apply_max_uncompressed_bytes must be at "

@@ -17,6 +17,7 @@ void xfer_settings_default(xfer_settings_t *s)
     s->connect_timeout_ms = 30000;
     s->idle_timeout_ms = 60000;
     s->max_retry_after_ms = 10000;
+    s->unload_idle_ms = 30000;
 }
 
 static void reg_clear(xfer_registry_cfg_t *r)
@@ -199,6 +200,8 @@ int xfer_settings_parse(const msgpack_object *cfg, xfer_settings_t *s, berth_err
             rc = parse_u32(v, "idle_timeout_ms", 1, &s->idle_timeout_ms, err);
         else if (key_is(k, "max_retry_after_ms"))
             rc = parse_u32(v, "max_retry_after_ms", 0, &s->max_retry_after_ms, err);
+        else if (key_is(k, "unload_idle_ms"))
+            rc = parse_u32(v, "unload_idle_ms", 0, &s->unload_idle_ms, err);
         else if (key_is(k, "registries")) {
             if (v->type != MSGPACK_OBJECT_MAP) {
                 rc = berth_error_set(err, BERTH_E_INVALID_ARGUMENT,

@@ -12,7 +12,7 @@
 
 /* Bumped whenever this struct or the meaning of its fields changes: the
  * executable refuses a library built from other sources. */
-#define XFER_IMPL_ABI 0x62787401u /* "bxt" 1 */
+#define XFER_IMPL_ABI 0x62787402u /* "bxt" 2: xfer_settings_t.unload_idle_ms */
 #define XFER_IMPL_SYMBOL "xfer_impl"
 #define XFER_IMPL_FILE "berth-transfer-impl.so"
 /* Image archives (libarchive: import, export) are a second library, loaded on

@@ -249,6 +249,9 @@ typedef struct {
     uint32_t connect_timeout_ms;
     uint32_t idle_timeout_ms;
     uint32_t max_retry_after_ms;
+    /* Idle this long with the libraries loaded: the plugin asks berthd to
+     * recycle it (main.c). 0 = never. */
+    uint32_t unload_idle_ms;
     xfer_registry_cfg_t *regs;
     size_t n_regs;
 } xfer_settings_t;

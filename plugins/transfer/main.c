@@ -5,7 +5,17 @@
  * and forwards every request to it; image archives (libarchive) are a second
  * library, berth-transfer-archive.so, loaded for the first import or export. Until then the process
  * maps only the SDK, so an idle transfer plugin costs about 2 MiB of RSS
- * instead of 13. */
+ * instead of 13.
+ *
+ * Once loaded, the libraries cannot all be unloaded again: libcrypto, libssl
+ * and p11-kit are linked -z nodelete, libstdc++ (under libarchive's ICU) pins
+ * itself with unique symbols, and OpenSSL's initialised state stays in the
+ * heap; dlclose of both modules gives back only 5 of the 12 MiB. So after
+ * `unload_idle_ms` without a request the plugin asks berthd to recycle it
+ * (plugin.recycle, docs/protocol.md): the core accepts only while nothing is
+ * in flight to or from this instance, queues new requests, stops it with
+ * plugin.shutdown and starts a fresh one (2 MiB, libraries not loaded), which
+ * loads them again on its first request. */
 #include <dlfcn.h>
 #include <errno.h>
 #include <limits.h>
@@ -27,6 +37,12 @@ static char g_impl_path[PATH_MAX];
 static char g_archive_path[PATH_MAX];
 static const xfer_impl_t *g_impl;
 static const xfer_archive_impl_t *g_archive;
+/* The idle recycle (loop thread). */
+static uv_timer_t g_idle_timer;
+static bool g_idle_timer_init;
+static bool g_recycle_asked; /* a plugin.recycle is outstanding or was accepted */
+static bool g_recycle_off;   /* berthd does not know plugin.recycle: stop asking */
+static bool g_stopping;
 
 /* The libraries sit next to the executable (build tree, and the installed
  * libexec/berth), or in the libexec directory this build installs to. */
@@ -119,9 +135,71 @@ static const xfer_archive_impl_t *archive_get(berth_req_t *r)
     return a;
 }
 
+/* ---- idle recycle ---------------------------------------------------------- */
+
+static void idle_arm(void);
+
+static void recycle_answered(berth_call_t *c, const berth_error_t *err, const msgpack_object *res,
+                             void *ud)
+{
+    (void)c, (void)res, (void)ud;
+    if (g_stopping)
+        return;
+    if (!err) {
+        /* plugin.shutdown follows (it may even have come first). */
+        berth_log(BERTH_LOG_INFO,
+                  "msg=\"idle with the transfer libraries loaded; berthd restarts this plugin to "
+                  "release them\" unload_idle_ms=%u",
+                  g_settings.unload_idle_ms);
+        return;
+    }
+    g_recycle_asked = false;
+    if (err->code == BERTH_E_UNIMPLEMENTED || err->code == BERTH_E_PERMISSION_DENIED) {
+        /* An older berthd, or this plugin runs outside berthd's supervision. */
+        g_recycle_off = true;
+        berth_log(BERTH_LOG_INFO,
+                  "msg=\"berthd cannot recycle plugins; libraries stay loaded\" "
+                  "error=\"%s\"",
+                  err->message);
+        return;
+    }
+    /* Busy (a request crossed ours, or a call is still outstanding): later. */
+    berth_log(BERTH_LOG_DEBUG, "msg=\"recycle refused; retrying when idle\" error=\"%s\"",
+              err->message);
+    idle_arm();
+}
+
+static void on_idle(uv_timer_t *t)
+{
+    (void)t;
+    if (!g_impl || g_recycle_asked || g_recycle_off || g_stopping)
+        return;
+    /* The core decides: it accepts only when no request runs here and none of
+     * ours is outstanding, so a pull that is still working (or waiting for
+     * another plugin) is never cut short. */
+    static const uint8_t empty_map = 0x80;
+    berth_error_t *err = NULL;
+    g_recycle_asked = true;
+    if (!berth_call(g_plugin, "plugin.recycle", &empty_map, 1, 0, recycle_answered, NULL, NULL,
+                    &err)) {
+        g_recycle_asked = false;
+        berth_error_free(&err);
+    }
+}
+
+/* Every request restarts the idle period (loop thread). */
+static void idle_arm(void)
+{
+    if (!g_idle_timer_init || g_settings.unload_idle_ms == 0 || g_recycle_asked || g_recycle_off ||
+        g_stopping)
+        return;
+    uv_timer_start(&g_idle_timer, on_idle, g_settings.unload_idle_ms, 0);
+}
+
 #define FORWARD(name, get, field)                                                                  \
     static void name(berth_req_t *r, const msgpack_object *params)                                 \
     {                                                                                              \
+        idle_arm();                                                                                \
         const void *im = get(r);                                                                   \
         if (im)                                                                                    \
             ((const __typeof__(*get(r)) *)im)->field(r, params);                                   \
@@ -137,6 +215,7 @@ static void fwd_pull(berth_req_t *r, const msgpack_object *params)
         berth_req_sandbox_probe(r, probe->via.str.ptr, probe->via.str.size,
                                 "transfer.sandbox_probe"))
         return;
+    idle_arm();
     const xfer_impl_t *im = impl_get(r);
     if (im)
         im->pull(r, params);
@@ -190,15 +269,27 @@ static int xfer_init(berth_plugin_t *p, berth_error_t **err)
     xfer_platform_host(&g_host);
     if (xfer_sandbox(p, err) < 0)
         return -1;
+    uv_timer_init(berth_plugin_loop(p), &g_idle_timer);
+    /* Never what keeps the loop running (the SDK closes it at exit). */
+    uv_unref((uv_handle_t *)&g_idle_timer);
+    g_idle_timer_init = true;
     char plat[100];
-    berth_log(BERTH_LOG_INFO, "msg=\"transfer ready\" platform=%s max_concurrent_downloads=%u",
+    berth_log(BERTH_LOG_INFO,
+              "msg=\"transfer ready\" platform=%s max_concurrent_downloads=%u unload_idle_ms=%u",
               xfer_platform_format(&g_host, plat, sizeof(plat)),
-              g_settings.max_concurrent_downloads);
+              g_settings.max_concurrent_downloads, g_settings.unload_idle_ms);
     return 0;
 }
 
 static void xfer_fini(berth_plugin_t *p)
 {
+    g_stopping = true;
+    if (g_idle_timer_init)
+        uv_timer_stop(&g_idle_timer);
+    /* Tests (BERTH_FAILPOINTS=transfer.fini=pause=MS, memory_idle.bats): a
+     * slow stop, so that requests arrive while berthd recycles this plugin
+     * and have to wait in its queue for the new instance. */
+    (void)berth_failpoint("transfer.fini");
     if (g_impl)
         g_impl->fini();
     g_impl = NULL;

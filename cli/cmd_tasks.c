@@ -422,7 +422,6 @@ static int t_metrics(int argc, char **argv)
         ROW("memory.usage_in_bytes", cli_u64(mem, "usage"));
         ROW("memory.limit_in_bytes", cli_u64(mem, "limit"));
         ROW("memory.stat.cache", cli_u64(mem, "cache"));
-        ROW("memory.stat.rss", cli_u64(mem, "rss"));
         ROW("cpuacct.usage", cli_u64(cpu, "usage_ns"));
         const msgpack_object *pc = berth_mp_get(cpu, "percpu_ns");
         char per[1024] = "[";
@@ -432,15 +431,18 @@ static int t_metrics(int argc, char **argv)
                                    (unsigned long long)pc->via.array.ptr[i].via.u64);
         snprintf(per + pl, sizeof(per) - pl, "]");
         cli_table_row(t, "cpuacct.usage_percpu", per);
+        ROW("pids.current", cli_u64(pids, "current"));
+        ROW("pids.limit", cli_u64(pids, "limit"));
     } else {
-        ROW("memory.current", cli_u64(mem, "usage"));
-        ROW("memory.max", cli_u64(mem, "limit"));
-        ROW("memory.stat.file", cli_u64(mem, "cache"));
-        ROW("memory.stat.anon", cli_u64(mem, "rss"));
-        ROW("cpu.stat.usage_usec", cli_u64(cpu, "usage_ns") / 1000);
+        /* ctr's names and order for cgroup v2 (the fields berth has). */
+        ROW("pids.current", cli_u64(pids, "current"));
+        ROW("pids.limit", cli_u64(pids, "limit"));
+        ROW("cpu.usage_usec", cli_u64(cpu, "usage_ns") / 1000);
+        ROW("cpu.user_usec", cli_u64(cpu, "user_ns") / 1000);
+        ROW("cpu.system_usec", cli_u64(cpu, "system_ns") / 1000);
+        ROW("memory.usage", cli_u64(mem, "usage"));
+        ROW("memory.usage_limit", cli_u64(mem, "limit"));
     }
-    ROW("pids.current", cli_u64(pids, "current"));
-    ROW("pids.limit", cli_u64(pids, "limit"));
 #undef ROW
     cli_table_print(t, stdout);
     return 0;

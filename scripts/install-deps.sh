@@ -9,7 +9,7 @@ build-essential cmake pkg-config clang
 libuv1-dev libmsgpack-dev liblmdb-dev lmdb-utils libarchive-dev
 libcurl4-openssl-dev libseccomp-dev libjansson-dev libssl-dev
 libcmocka-dev libsystemd-dev libzstd-dev libisal-dev zlib1g-dev
-runc bats busybox-static docker-registry skopeo umoci containerd
+runc crun bats busybox-static docker-registry skopeo umoci containerd
 python3-msgpack jq curl util-linux procps iproute2 hyperfine zstd
 "
 # Benchmarks: bench/bench_metadata.sh drives containerd's gRPC API from Node.js

@@ -145,15 +145,11 @@ static void cfg_cache_put(const char *ns, const char *digest, const json_t *cfg)
         return;
     }
     pthread_mutex_lock(&g_cfg_mu);
+    /* Least recently used; a free slot has used 0. */
     int victim = 0;
-    for (int i = 0; i < CFG_CACHE; i++) {
-        if (!g_cfg_cache[i].cfg) {
-            victim = i;
-            break;
-        }
+    for (int i = 1; i < CFG_CACHE; i++)
         if (g_cfg_cache[i].used < g_cfg_cache[victim].used)
             victim = i;
-    }
     json_decref(g_cfg_cache[victim].cfg);
     free(g_cfg_cache[victim].ns);
     free(g_cfg_cache[victim].digest);
@@ -305,15 +301,11 @@ static void etc_cache_put(const char *key, rt_etc_t *e)
     if (!k)
         return;
     pthread_mutex_lock(&g_etc_mu);
+    /* Least recently used; a free slot has used 0. */
     int victim = 0;
-    for (int i = 0; i < ETC_CACHE; i++) {
-        if (!g_etc_cache[i].key) {
-            victim = i;
-            break;
-        }
+    for (int i = 1; i < ETC_CACHE; i++)
         if (g_etc_cache[i].used < g_etc_cache[victim].used)
             victim = i;
-    }
     free(g_etc_cache[victim].key);
     rt_etc_clear(&g_etc_cache[victim].etc);
     g_etc_cache[victim].key = k;

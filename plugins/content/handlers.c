@@ -105,7 +105,8 @@ struct simple_job_s {
     content_plugin_t *cp;
     simple_run_fn run;
     char *ns;
-    char *s1; /* ref or digest */
+    char *s1;    /* ref or digest */
+    char *lease; /* content.path: the caller's lease */
     regex_t re;
     bool have_re;
     berth_mpbuf_t out; /* the packed result */
@@ -119,6 +120,7 @@ static void simple_job_free(simple_job_t *j)
 {
     free(j->ns);
     free(j->s1);
+    free(j->lease);
     if (j->have_re)
         regfree(&j->re);
     berth_mpbuf_destroy(&j->out);
@@ -229,40 +231,6 @@ static void pack_lease(msgpack_packer *pk, const char *lease)
 {
     if (lease)
         berth_mp_kv_str(pk, "lease", lease);
-}
-
-/* ---- namespace check, then a job ----------------------------------------- */
-
-static void exists_done(void *ctx, const berth_error_t *err, const msgpack_object *res)
-{
-    simple_job_t *j = ctx;
-    if (err) {
-        berth_error_t *e = error_copy(err, "check content in metadata");
-        berth_req_fail(j->req, &e);
-        simple_job_free(j);
-        return;
-    }
-    bool exists = false;
-    berth_mp_get_bool(res, "exists", &exists, NULL);
-    if (!exists) {
-        berth_req_failf(j->req, BERTH_E_NOT_FOUND, "content %s not found in namespace %s", j->s1,
-                        j->ns);
-        simple_job_free(j);
-        return;
-    }
-    simple_job_start(j);
-}
-
-/* Asks metadata whether j->s1 (a digest) is visible in j->ns, then runs j. */
-static void check_ns_then_start(simple_job_t *j)
-{
-    berth_mpbuf_t b;
-    berth_mpbuf_init(&b);
-    msgpack_pack_map(&b.pk, 2);
-    berth_mp_kv_str(&b.pk, "namespace", j->ns);
-    berth_mp_kv_str(&b.pk, "digest", j->s1);
-    meta_call(j->cp, &j->meta, "meta.content_exists", &b, exists_done, j);
-    berth_mpbuf_destroy(&b);
 }
 
 /* ---- content.status / active / abort ------------------------------------- */
@@ -405,18 +373,74 @@ static int run_path(simple_job_t *j, berth_error_t **err)
     return 0;
 }
 
+static void lease_checked(void *ctx, const berth_error_t *err, const msgpack_object *res)
+{
+    simple_job_t *j = ctx;
+    if (err) {
+        berth_error_t *e = error_copy(err, "check the lease in metadata");
+        berth_req_fail(j->req, &e);
+        simple_job_free(j);
+        return;
+    }
+    bool held = false, exists = false;
+    berth_mp_get_bool(res, "held", &held, NULL);
+    berth_mp_get_bool(res, "exists", &exists, NULL);
+    if (!exists) {
+        berth_req_failf(j->req, BERTH_E_NOT_FOUND, "content %s not found in namespace %s", j->s1,
+                        j->ns);
+    } else if (!held) {
+        berth_req_failf(j->req, BERTH_E_PERMISSION_DENIED,
+                        "content.path needs the lease that holds %s (leases.add_resource): "
+                        "lease %s of namespace %s is unknown, expired or does not hold it",
+                        j->s1, j->lease, j->ns);
+    } else {
+        simple_job_start(j);
+        return;
+    }
+    simple_job_free(j);
+}
+
+/* A path lets the caller read the blob outside any request, so it is given
+ * only to a caller whose lease holds the digest (ARCHITECTURE.md: gc keeps
+ * what a lease holds, so the file stays while the caller reads it), and
+ * only for content its namespace has: one meta.lease_check read for both. */
 static void handle_path(berth_req_t *r, const msgpack_object *params)
 {
     char *digest = NULL;
     if (req_digest(r, params, &digest) < 0)
         return;
+    const char *lease = berth_req_lease(r);
+    if (!lease || !*lease) {
+        berth_req_failf(r, BERTH_E_PERMISSION_DENIED,
+                        "content.path needs the lease that holds %s (leases.add_resource): the "
+                        "request has no lease",
+                        digest);
+        free(digest);
+        return;
+    }
     simple_job_t *j = simple_job_new(r, run_path);
     if (!j) {
         free(digest);
         return;
     }
     j->s1 = digest;
-    check_ns_then_start(j);
+    j->lease = strdup(lease);
+    if (!j->lease) {
+        berth_req_failf(r, BERTH_E_RESOURCE_EXHAUSTED, "out of memory");
+        simple_job_free(j);
+        return;
+    }
+    berth_mpbuf_t b;
+    berth_mpbuf_init(&b);
+    msgpack_pack_map(&b.pk, 3);
+    berth_mp_kv_str(&b.pk, "namespace", j->ns);
+    berth_mp_kv_str(&b.pk, "id", j->lease);
+    berth_mp_pack_str(&b.pk, "resource");
+    msgpack_pack_map(&b.pk, 2);
+    berth_mp_kv_str(&b.pk, "type", "content");
+    berth_mp_kv_str(&b.pk, "id", j->s1);
+    meta_call(j->cp, &j->meta, "meta.lease_check", &b, lease_checked, j);
+    berth_mpbuf_destroy(&b);
 }
 
 static int run_delete_blob(simple_job_t *j, berth_error_t **err)
@@ -1452,7 +1476,7 @@ const berth_method_t content_methods[] = {
     {"content.abort", handle_abort, 0, NULL},
     {"content.read", handle_read, BERTH_METHOD_IDEMPOTENT, NULL},
     {"content.path", handle_path, BERTH_METHOD_IDEMPOTENT | BERTH_METHOD_INTERNAL,
-     "transfer,snapshot-overlay,runtime-runc"},
+     "transfer,snapshot-overlay"},
     {"content.delete_blob", handle_delete_blob, BERTH_METHOD_IDEMPOTENT | BERTH_METHOD_INTERNAL,
      "gc"},
     {"content.list_blobs", handle_list_blobs, BERTH_METHOD_IDEMPOTENT | BERTH_METHOD_INTERNAL,

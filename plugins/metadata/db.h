@@ -245,7 +245,8 @@ int meta_lease_add_resource(meta_tx_t *tx, const char *ns, const char *id, const
 int meta_lease_delete_resource(meta_tx_t *tx, const char *ns, const char *id, const char *rtype,
                                const char *rid, berth_error_t **err);
 int meta_lease_list_resources(meta_tx_t *tx, const char *ns, const char *id, berth_error_t **err);
-/** {held: bool}: the lease exists, is unexpired and holds the resource. */
+/** {held: bool}: the lease exists, is unexpired and holds the resource; for
+ * type content also {exists: bool}: the namespace has that content. */
 int meta_lease_check(meta_tx_t *tx, const char *ns, const char *id, const char *rtype,
                      const char *rid, berth_error_t **err);
 /** Validates a resource type/id pair. */

@@ -690,9 +690,20 @@ int meta_lease_check(meta_tx_t *tx, const char *ns, const char *id, const char *
             return -1;
         held = rc == 0;
     }
+    /* For content, also whether the namespace has it: content.path checks
+     * both in this one read (a lease may hold a digest the namespace lacks). */
+    bool content = strcmp(rtype, "content") == 0, exists = false;
+    if (content) {
+        rc = get_rec(tx, DBI_CONTENT, ns, rid, &v, NULL, err);
+        if (rc < 0)
+            return -1;
+        exists = rc == 0;
+    }
     if (tx->out) {
-        msgpack_pack_map(&tx->out->pk, 1);
+        msgpack_pack_map(&tx->out->pk, content ? 2 : 1);
         berth_mp_kv_bool(&tx->out->pk, "held", held);
+        if (content)
+            berth_mp_kv_bool(&tx->out->pk, "exists", exists);
     }
     return 0;
 }

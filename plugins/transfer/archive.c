@@ -67,6 +67,7 @@ typedef struct {
     char *rbuf;
     uv_fs_t fsreq;
     int pending;
+    char *lease; /* holds the blobs read by path; deleted before the reply */
     berth_error_t *err;
 } exp_t;
 
@@ -92,9 +93,22 @@ static void exp_free(exp_t *x)
     if (x->fd >= 0)
         close(x->fd);
     free(x->rbuf);
+    free(x->lease);
     berth_error_free(&x->err);
     free(x);
     xfer_release_memory();
+}
+
+static void exp_reply(void *ud)
+{
+    exp_t *x = ud;
+    if (x->err) {
+        berth_req_fail(x->req, &x->err);
+    } else {
+        berth_req_stream_close(x->req);
+        berth_req_reply_empty(x->req);
+    }
+    exp_free(x);
 }
 
 static void exp_finish(exp_t *x)
@@ -104,13 +118,16 @@ static void exp_finish(exp_t *x)
     x->finished = true;
     if (x->reading)
         return; /* the read callback finishes */
-    if (x->err) {
-        berth_req_fail(x->req, &x->err);
-    } else {
-        berth_req_stream_close(x->req);
-        berth_req_reply_empty(x->req);
+    if (x->lease) {
+        /* Every blob file is read (or never will be): release them to the
+         * gc before answering, so a collection after the export frees them. */
+        char *lease = x->lease;
+        x->lease = NULL;
+        xfer_lease_delete(x->ns, lease, exp_reply, x);
+        free(lease);
+        return;
     }
-    exp_free(x);
+    exp_reply(x);
 }
 
 static void exp_fail(exp_t *x, berth_code_t code, const char *fmt, ...) BERTH_PRINTF(3, 4);
@@ -360,6 +377,59 @@ static void exp_path_one(berth_call_t *c, const berth_error_t *err, const msgpac
     exp_path(c, err, res, x);
 }
 
+static void exp_paths(exp_t *x);
+
+static void exp_held(const berth_error_t *err, void *ud)
+{
+    exp_t *x = ud;
+    if (err) {
+        exp_fail(x, err->code, "export: hold the blobs to read: %s", err->message);
+        exp_finish(x);
+        return;
+    }
+    exp_paths(x);
+}
+
+static void exp_lease_created(const berth_error_t *err, char *lease, void *ud)
+{
+    exp_t *x = ud;
+    x->lease = lease;
+    if (err) {
+        exp_fail(x, err->code, "export: create a lease to read the blobs: %s", err->message);
+        exp_finish(x);
+        return;
+    }
+    char **digests = calloc(x->n_ents ? x->n_ents : 1, sizeof(char *));
+    size_t n = 0;
+    for (size_t i = 0; digests && i < x->n_ents; i++)
+        if (!x->ents[i].mem && x->ents[i].digest)
+            digests[n++] = x->ents[i].digest;
+    berth_error_t *e = NULL;
+    int rc = digests ? xfer_lease_add_blobs(x->ns, lease, digests, n, exp_held, x, &e)
+                     : berth_error_set(&e, BERTH_E_RESOURCE_EXHAUSTED, "out of memory");
+    free(digests);
+    if (rc == 1) {
+        exp_paths(x);
+    } else if (rc < 0) {
+        exp_fail(x, e->code, "export: hold the blobs to read: %s", e->message);
+        berth_error_free(&e);
+        exp_finish(x);
+    }
+}
+
+/* The blob files are read by path, for as long as the client takes to
+ * read the tar: a lease holds them meanwhile (content.path requires it), so
+ * an `images rm` and a collection during the export do not cut it short. */
+static void exp_hold(exp_t *x)
+{
+    berth_error_t *e = NULL;
+    if (xfer_lease_create(x->ns, XFER_READ_LEASE_TTL_NS, exp_lease_created, x, &e) < 0) {
+        exp_fail(x, e->code, "export: create a lease to read the blobs: %s", e->message);
+        berth_error_free(&e);
+        exp_finish(x);
+    }
+}
+
 static void exp_build(exp_t *x)
 {
     /* oci-layout, index.json, manifest.json first: readers find them early. */
@@ -427,6 +497,12 @@ static void exp_build(exp_t *x)
                 ent_blob(x, &img->mans[k].doc.layers[l], NULL, 0);
         }
     }
+    exp_hold(x);
+}
+
+/* content.path of every blob file (under the lease), then the tar. */
+static void exp_paths(exp_t *x)
+{
     x->pending = 1;
     for (size_t i = 0; i < x->n_ents; i++) {
         if (x->ents[i].mem || !x->ents[i].digest)
@@ -435,7 +511,7 @@ static void exp_build(exp_t *x)
         p->x = x;
         p->i = i;
         berth_mpbuf_t b;
-        xfer_params_begin(&b, 1, x->ns, NULL);
+        xfer_params_begin(&b, 1, x->ns, x->lease);
         berth_mp_kv_str(&b.pk, "digest", x->ents[i].digest);
         berth_error_t *err = NULL;
         if (xfer_call("content.path", &b, exp_path_one, p, &err) == 0) {

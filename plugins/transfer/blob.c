@@ -1,10 +1,12 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* Calls from transfer to content and metadata: unary calls, reading a small
  * blob with content.read, writing bytes held in memory with content.write
- * (flow-controlled stream, resumable offset, "existed" short-cut). */
+ * (flow-controlled stream, resumable offset, "existed" short-cut), and the
+ * leases that let an operation read blobs by path (content.path). */
 #include <stdio.h>
 #include <string.h>
 
+#include "berth/log.h"
 #include "xfer.h"
 
 #define CHUNK (512 * 1024)
@@ -201,4 +203,185 @@ int xfer_blob_write_mem(const char *ns, const char *lease, const char *ref, cons
     }
     berth_call_set_writable_cb(w->c, wm_writable);
     return 0;
+}
+
+/* ---- leases for content.path ------------------------------------------- */
+
+#define LEASE_ADD_WINDOW 32 /* leases.add_resource calls in flight */
+
+typedef struct {
+    xfer_lease_created_cb cb;
+    void *ud;
+} lc_t;
+
+static void lc_done(berth_call_t *c, const berth_error_t *err, const msgpack_object *res, void *ud)
+{
+    lc_t *l = ud;
+    char *id = err ? NULL : berth_mp_strdup(berth_mp_get(berth_mp_get(res, "lease"), "id"));
+    berth_error_t *e = NULL;
+    if (!err && !id)
+        berth_error_set(&e, BERTH_E_INTERNAL, "leases.create answered without an id");
+    l->cb(err ? err : e, id, l->ud);
+    berth_error_free(&e);
+    free(l);
+}
+
+int xfer_lease_create(const char *ns, int64_t ttl_ns, xfer_lease_created_cb cb, void *ud,
+                      berth_error_t **err)
+{
+    lc_t *l = calloc(1, sizeof(*l));
+    if (!l)
+        return berth_error_set(err, BERTH_E_RESOURCE_EXHAUSTED, "out of memory");
+    l->cb = cb;
+    l->ud = ud;
+    berth_mpbuf_t b;
+    xfer_params_begin(&b, 1, ns, NULL);
+    berth_mp_kv_i64(&b.pk, "expire", berth_now_ns() + ttl_ns);
+    int rc = xfer_call("leases.create", &b, lc_done, l, err);
+    berth_mpbuf_destroy(&b);
+    if (rc < 0)
+        free(l);
+    return rc;
+}
+
+typedef struct {
+    char *ns, *lease;
+    char **digests;
+    size_t n, next;
+    unsigned inflight;
+    bool started; /* the first calls are out: errors go to cb */
+    xfer_lease_done_cb cb;
+    void *ud;
+    berth_error_t *err;
+} la_t;
+
+static void la_free(la_t *a)
+{
+    free(a->ns);
+    free(a->lease);
+    xfer_strv_free(a->digests, a->n);
+    berth_error_free(&a->err);
+    free(a);
+}
+
+static void la_pump(la_t *a);
+
+static void la_done(berth_call_t *c, const berth_error_t *err, const msgpack_object *res, void *ud)
+{
+    la_t *a = ud;
+    a->inflight--;
+    if (err && !a->err)
+        berth_error_set(&a->err, err->code, "add blob to lease %s: %s", a->lease, err->message);
+    la_pump(a);
+}
+
+/* All calls are sent from the loop in one go (up to the window), so they
+ * reach metadata together and share its next write transaction. */
+static void la_pump(la_t *a)
+{
+    while (!a->err && a->next < a->n && a->inflight < LEASE_ADD_WINDOW) {
+        berth_mpbuf_t b;
+        xfer_params_begin(&b, 2, a->ns, NULL);
+        berth_mp_kv_str(&b.pk, "id", a->lease);
+        berth_mp_pack_str(&b.pk, "resource");
+        msgpack_pack_map(&b.pk, 2);
+        berth_mp_kv_str(&b.pk, "type", "content");
+        berth_mp_kv_str(&b.pk, "id", a->digests[a->next]);
+        berth_error_t *e = NULL;
+        int rc = xfer_call("leases.add_resource", &b, la_done, a, &e);
+        berth_mpbuf_destroy(&b);
+        if (rc < 0) {
+            a->err = e;
+            break;
+        }
+        a->next++;
+        a->inflight++;
+    }
+    if (!a->started || a->inflight > 0 || (!a->err && a->next < a->n))
+        return;
+    a->cb(a->err, a->ud);
+    la_free(a);
+}
+
+int xfer_lease_add_blobs(const char *ns, const char *lease, char *const *digests, size_t n,
+                         xfer_lease_done_cb cb, void *ud, berth_error_t **err)
+{
+    la_t *a = calloc(1, sizeof(*a));
+    if (!a)
+        return berth_error_set(err, BERTH_E_RESOURCE_EXHAUSTED, "out of memory");
+    a->ns = strdup(ns);
+    a->lease = strdup(lease);
+    a->digests = calloc(n ? n : 1, sizeof(char *));
+    if (!a->ns || !a->lease || !a->digests) {
+        la_free(a);
+        return berth_error_set(err, BERTH_E_RESOURCE_EXHAUSTED, "out of memory");
+    }
+    for (size_t i = 0; i < n; i++) {
+        bool dup = false;
+        for (size_t k = 0; k < a->n && !dup; k++)
+            dup = strcmp(a->digests[k], digests[i]) == 0;
+        if (dup)
+            continue;
+        if (!(a->digests[a->n] = strdup(digests[i]))) {
+            la_free(a);
+            return berth_error_set(err, BERTH_E_RESOURCE_EXHAUSTED, "out of memory");
+        }
+        a->n++;
+    }
+    a->cb = cb;
+    a->ud = ud;
+    if (a->n == 0) {
+        la_free(a);
+        return 1;
+    }
+    la_pump(a);
+    if (a->inflight == 0) { /* not even the first call could be sent */
+        *err = a->err;
+        a->err = NULL;
+        la_free(a);
+        return -1;
+    }
+    a->started = true;
+    return 0;
+}
+
+typedef struct {
+    char *lease;
+    void (*cb)(void *ud);
+    void *ud;
+} ld_t;
+
+static void ld_done(berth_call_t *c, const berth_error_t *err, const msgpack_object *res, void *ud)
+{
+    ld_t *d = ud;
+    if (err && err->code != BERTH_E_NOT_FOUND)
+        berth_log(BERTH_LOG_WARN,
+                  "msg=\"cannot delete lease; it expires by itself\" lease=%s error=\"%s\"",
+                  d->lease, err->message);
+    if (d->cb)
+        d->cb(d->ud);
+    free(d->lease);
+    free(d);
+}
+
+void xfer_lease_delete(const char *ns, const char *lease, void (*cb)(void *ud), void *ud)
+{
+    ld_t *d = calloc(1, sizeof(*d));
+    char *id = lease ? strdup(lease) : NULL;
+    if (d && id) {
+        d->lease = id;
+        d->cb = cb;
+        d->ud = ud;
+        berth_mpbuf_t b;
+        xfer_params_begin(&b, 1, ns, NULL);
+        berth_mp_kv_str(&b.pk, "id", lease);
+        int rc = xfer_call("leases.delete", &b, ld_done, d, NULL);
+        berth_mpbuf_destroy(&b);
+        if (rc == 0)
+            return;
+    }
+    free(id);
+    free(d);
+    if (cb)
+        cb(ud);
 }

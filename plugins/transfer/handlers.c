@@ -385,6 +385,27 @@ static void unp_done(const berth_error_t *err, const char *chain, void *ud)
         unp_cleanup(u);
 }
 
+static void unp_start(unp_t *u)
+{
+    xfer_lman_t *m = &u->img->mans[0];
+    xfer_unpack_t *up = xfer_unpack_new(u->ns, u->lease, m->doc.layers, m->cfg.diff_ids,
+                                        m->cfg.n_diff_ids, unp_progress, unp_done, u);
+    for (size_t i = 0; i < m->doc.n_layers; i++)
+        xfer_unpack_layer_ready(up, i);
+    xfer_unpack_start(up);
+}
+
+static void unp_held(const berth_error_t *err, void *ud)
+{
+    unp_t *u = ud;
+    if (err) {
+        berth_error_set(&u->err, err->code, "%s", err->message);
+        unp_cleanup(u);
+        return;
+    }
+    unp_start(u);
+}
+
 static void unp_lease(berth_call_t *c, const berth_error_t *err, const msgpack_object *res,
                       void *ud)
 {
@@ -395,12 +416,26 @@ static void unp_lease(berth_call_t *c, const berth_error_t *err, const msgpack_o
         return;
     }
     u->lease = berth_mp_strdup(berth_mp_get(berth_mp_get(res, "lease"), "id"));
+    if (!u->lease) {
+        berth_error_set(&u->err, BERTH_E_INTERNAL, "leases.create answered without an id");
+        unp_end(u);
+        return;
+    }
+    /* The layers were in the store before: the lease must hold them for
+     * diff.apply to get their paths (content.path), and keeps them from the
+     * gc meanwhile. */
     xfer_lman_t *m = &u->img->mans[0];
-    xfer_unpack_t *up = xfer_unpack_new(u->ns, u->lease, m->doc.layers, m->cfg.diff_ids,
-                                        m->cfg.n_diff_ids, unp_progress, unp_done, u);
-    for (size_t i = 0; i < m->doc.n_layers; i++)
-        xfer_unpack_layer_ready(up, i);
-    xfer_unpack_start(up);
+    char **digests = calloc(m->doc.n_layers ? m->doc.n_layers : 1, sizeof(char *));
+    for (size_t i = 0; digests && i < m->doc.n_layers; i++)
+        digests[i] = m->doc.layers[i].digest;
+    int rc = digests ? xfer_lease_add_blobs(u->ns, u->lease, digests, m->doc.n_layers, unp_held, u,
+                                            &u->err)
+                     : berth_error_set(&u->err, BERTH_E_RESOURCE_EXHAUSTED, "out of memory");
+    free(digests);
+    if (rc < 0)
+        unp_cleanup(u);
+    else if (rc == 1)
+        unp_start(u);
 }
 
 static void unp_loaded(const berth_error_t *err, xfer_limage_t *img, void *ud)

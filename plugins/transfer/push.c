@@ -2,7 +2,10 @@
 /* images.push: upload the blobs of a local image that the registry lacks
  * (HEAD check, cross-repo mount from the repository a blob was pulled from
  * on the same registry, else POST + monolithic PUT ?digest= from the content
- * file), then the platform manifests and the index (or the manifest) by tag. */
+ * file), then the platform manifests and the index (or the manifest) by tag.
+ * The content files are read by path under a lease that holds the image's
+ * blobs for the duration of the push (content.path requires it; the gc
+ * keeps them even if the image is removed meanwhile). */
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -32,6 +35,7 @@ struct push_s {
     xfer_platform_t want;
     bool plain, skip;
     char *user, *password;
+    char *lease; /* holds the blobs read by path; deleted before the reply */
     xfer_reg_t *reg;
     xfer_limage_t *img;
     pblob_t **blobs;
@@ -96,6 +100,7 @@ static void ps_free(push_t *ps)
     free(ps->name);
     free(ps->local);
     free(ps->user);
+    free(ps->lease);
     if (ps->password) {
         explicit_bzero(ps->password, strlen(ps->password));
         free(ps->password);
@@ -134,8 +139,24 @@ static void ps_fail(push_t *ps, berth_code_t code, const char *fmt, ...)
     va_end(ap);
 }
 
+static void ps_reply(push_t *ps);
+
+static void ps_lease_deleted(void *ud)
+{
+    ps_reply(ud);
+}
+
 static void ps_reply(push_t *ps)
 {
+    if (ps->lease) {
+        /* The blobs are no longer read: let the gc have them again. */
+        ps->replied = true; /* no progress chunks meanwhile */
+        char *lease = ps->lease;
+        ps->lease = NULL;
+        xfer_lease_delete(ps->ns, lease, ps_lease_deleted, ps);
+        free(lease);
+        return;
+    }
     ps->replied = true;
     if (ps->err) {
         berth_req_fail(ps->req, &ps->err);
@@ -309,7 +330,7 @@ static void post_done(xfer_rreq_t *q, const berth_error_t *err, void *ud)
     } else {
         b->location = xfer_url_resolve(xfer_rreq_url(q), loc);
         berth_mpbuf_t pb;
-        xfer_params_begin(&pb, 1, ps->ns, NULL);
+        xfer_params_begin(&pb, 1, ps->ns, ps->lease);
         berth_mp_kv_str(&pb.pk, "digest", b->desc.digest);
         berth_error_t *e = NULL;
         if (xfer_call("content.path", &pb, got_path, b, &e) == 0)
@@ -442,6 +463,45 @@ static void add_blob(push_t *ps, const xfer_desc_t *d, const char *kind)
 
 static void ps_loaded(const berth_error_t *err, xfer_limage_t *img, void *ud);
 
+static void ps_held(const berth_error_t *err, void *ud)
+{
+    push_t *ps = ud;
+    ps->pending--;
+    if (err)
+        ps_fail(ps, err->code, "push: hold the blobs to read: %s", err->message);
+    else
+        ps_pump(ps);
+    ps_check(ps);
+}
+
+static void ps_lease_created(const berth_error_t *err, char *lease, void *ud)
+{
+    push_t *ps = ud;
+    ps->lease = lease;
+    if (err) {
+        ps->pending--;
+        ps_fail(ps, err->code, "push: create a lease to read the blobs: %s", err->message);
+        ps_check(ps);
+        return;
+    }
+    char **digests = calloc(ps->n_blobs ? ps->n_blobs : 1, sizeof(char *));
+    for (size_t i = 0; digests && i < ps->n_blobs; i++)
+        digests[i] = ps->blobs[i]->desc.digest;
+    berth_error_t *e = NULL;
+    int rc = digests ? xfer_lease_add_blobs(ps->ns, lease, digests, ps->n_blobs, ps_held, ps, &e)
+                     : berth_error_set(&e, BERTH_E_RESOURCE_EXHAUSTED, "out of memory");
+    free(digests);
+    if (rc == 0)
+        return;
+    ps->pending--;
+    if (rc < 0)
+        ps_fail(ps, e->code, "push: hold the blobs to read: %s", e->message);
+    else
+        ps_pump(ps);
+    berth_error_free(&e);
+    ps_check(ps);
+}
+
 static void ps_loaded(const berth_error_t *err, xfer_limage_t *img, void *ud)
 {
     push_t *ps = ud;
@@ -498,8 +558,15 @@ static void ps_loaded(const berth_error_t *err, xfer_limage_t *img, void *ud)
         for (size_t l = 0; l < img->mans[k].doc.n_layers; l++)
             add_blob(ps, &img->mans[k].doc.layers[l], "layer");
     }
-    ps_pump(ps);
-    ps_check(ps);
+    /* A lease that holds every blob the push may read, before any HEAD. */
+    berth_error_t *e = NULL;
+    if (xfer_lease_create(ps->ns, XFER_READ_LEASE_TTL_NS, ps_lease_created, ps, &e) < 0) {
+        ps_fail(ps, e->code, "push: create a lease to read the blobs: %s", e->message);
+        berth_error_free(&e);
+        ps_reply(ps);
+        return;
+    }
+    ps->pending++;
 }
 
 static void ps_got(const berth_error_t *err, const msgpack_object *image, const xfer_desc_t *target,

@@ -39,6 +39,35 @@ int xfer_blob_write_mem(const char *ns, const char *lease, const char *ref, cons
                         const void *data, size_t len, char *const *labels, size_t n_labels,
                         xfer_write_cb cb, void *ud, berth_error_t **err);
 
+/* Leases for reading blobs by path: content.path answers only a caller whose
+ * request `lease` holds the digest (the gc keeps what a lease holds, so the
+ * file stays while it is read). Pull and import write their blobs under
+ * their lease (content.write joins it, also for a blob that was there);
+ * push, export and images.unpack read blobs they did not write, so they add
+ * them to a lease first. */
+
+/** Lifetime of the leases push and export create: long enough for a slow
+ * transfer; if transfer dies, the lease expires and gc drops it. */
+#define XFER_READ_LEASE_TTL_NS (24LL * 3600 * 1000000000LL)
+
+/** leases.create {expire: now + ttl_ns} in ns. cb gets the new lease id
+ * (malloc'd, the caller's) or an error. Returns 0, or -1 with *err (cb never
+ * runs). */
+typedef void (*xfer_lease_created_cb)(const berth_error_t *err, char *lease, void *ud);
+int xfer_lease_create(const char *ns, int64_t ttl_ns, xfer_lease_created_cb cb, void *ud,
+                      berth_error_t **err);
+/** Adds the blobs (duplicates skipped) to the lease with leases.add_resource
+ * (idempotent), up to 32 calls in flight: they reach metadata together and
+ * share its write transactions (one or two commits for an image). cb gets
+ * the first error. Returns 0 (cb runs later), 1 when there is nothing to add
+ * (cb never runs), or -1 with *err (cb never runs). */
+typedef void (*xfer_lease_done_cb)(const berth_error_t *err, void *ud);
+int xfer_lease_add_blobs(const char *ns, const char *lease, char *const *digests, size_t n,
+                         xfer_lease_done_cb cb, void *ud, berth_error_t **err);
+/** leases.delete; cb (may be NULL) runs when it is done, failed (logged) or
+ * could not be sent (then before this returns). */
+void xfer_lease_delete(const char *ns, const char *lease, void (*cb)(void *ud), void *ud);
+
 /** Returns freed heap pages to the kernel (malloc_trim) after a big job. */
 void xfer_release_memory(void);
 

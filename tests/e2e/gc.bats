@@ -5,7 +5,8 @@
 # gc.root and leases as roots, expired leases, orphan files, kill -9 of
 # berth-content or berth-gc in the middle of a sweep, and with the whole
 # stack: import an image, run a container, `images rm --sync` gives the disk
-# back; the same image in two namespaces.
+# back; the same image in two namespaces; an export that races `images rm`
+# and collections completes (its lease holds what it reads by path).
 #
 # Each test names what it needs and skips (never passes) when a part of the
 # stack is missing.
@@ -128,6 +129,11 @@ plugin_restarted() { # ID OLD-PID
 }
 plugin_ok() {
     [[ $(berth_rpc call plugins.list "{\"id\": \"$1\"}" | jq -r '.plugins[0].status') == ok ]]
+}
+export_lease_holds() { # N: the one lease holds N resources
+    local id
+    id=$(rpc leases.list '{}' | jq -r 'select(.leases | length == 1) | .leases[0].id')
+    [[ -n $id ]] && [ "$(rpc leases.list_resources "{\"id\": \"$id\"}" | jq '.resources | length')" -ge "$1" ]
 }
 collections_gt() { [ "$(gc_status | jq .collections)" -gt "$1" ]; }
 last_deleted_is() { gc_status | jq -e ".last.content_deleted == $1" >/dev/null; }
@@ -529,5 +535,73 @@ gc_forever() {
     berth images rm --sync "$REG/berth/gcpull:v1"
     [ "$(content_count)" -eq 0 ]
     [ "$(snapshot_count)" -eq 0 ]
+    [ "$(blob_files)" -eq 0 ]
+}
+
+@test "an export racing images rm and collections completes: its lease holds the blobs it reads" {
+    start
+    need_image_stack
+    need_cli "images export"
+    local t
+    for t in umoci skopeo; do
+        command -v $t >/dev/null || skip "$t not installed (image fixture)"
+    done
+    [[ -x /bin/busybox ]] || skip "busybox-static not installed (image fixture)"
+    # shellcheck source=/dev/null
+    source "$BATS_TEST_DIRNAME/lib/registry.bash"
+    # Busybox and three layers of 8 MiB of random data: far more than the
+    # export reads ahead of a reader that stopped reading.
+    registry_build_image "$T/big" 4 8
+    skopeo copy -q "oci:$T/big:t" "oci-archive:$T/big.tar:docker.io/berth/gcexport:v1"
+    local big=docker.io/berth/gcexport:v1
+    berth images import --no-unpack "$T/big.tar" >/dev/null
+    mapfile -t digests < <(berth content ls -q | sort)
+    files=$(blob_files)
+    # The export writes into a pipe that nobody reads yet: it stops once
+    # the pipe and the buffers on the way are full, with blob files still
+    # to open, and waits there.
+    mkfifo "$T/pipe"
+    berth images export - "$big" >"$T/pipe" &
+    xpid=$!
+    BG_PIDS+=("$xpid")
+    exec {rfd}<"$T/pipe"
+    berth_wait_for 20 export_lease_holds 5 # config and four layers
+    lease=$(rpc leases.list '{}' | jq -r '.leases[0].id')
+    # The image goes, and collections run: what the export reads stays.
+    berth images rm "$big"
+    run gc_json
+    echo "$output"
+    [ "$status" -eq 0 ]
+    run gc_json
+    [ "$status" -eq 0 ]
+    for d in "${digests[@]}"; do
+        if rpc leases.list_resources "{\"id\": \"$lease\"}" | jq -e --arg d "$d" '.resources | any(.id == $d)' >/dev/null; then
+            [ -f "$(blob_file "$d")" ]
+        fi
+    done
+    # Now read the tar: the export completes.
+    timeout 120 cat <&"$rfd" >"$T/out.tar"
+    exec {rfd}<&-
+    run wait "$xpid"
+    echo "$output"
+    [ "$status" -eq 0 ]
+    # Every blob in the tar is whole; all the image's layers are there.
+    mkdir "$T/out"
+    tar -xf "$T/out.tar" -C "$T/out"
+    n=0
+    for f in "$T/out/blobs/sha256/"*; do
+        [ "$(sha256sum <"$f" | cut -d' ' -f1)" = "$(basename "$f")" ]
+        n=$((n + 1))
+    done
+    echo "blobs in the tar: $n, blob files before: $files"
+    [ "$n" -eq "$files" ]
+    for d in "${digests[@]}"; do
+        [ -f "$T/out/blobs/sha256/${d#sha256:}" ]
+    done
+    # The lease went with the export: the next collection frees it all.
+    [ "$(rpc leases.list '{}' | jq '.leases | length')" -eq 0 ]
+    run gc_json
+    [ "$status" -eq 0 ]
+    [ "$(content_count)" -eq 0 ]
     [ "$(blob_files)" -eq 0 ]
 }

@@ -2,8 +2,9 @@
 # SPDX-License-Identifier: Apache-2.0
 # Snapshots through the real daemon: the `berth snapshots` CLI (metadata
 # records + the overlayfs backend), real mounts from the printed commands,
-# layer apply via diff.apply (content.path + extraction), refused commits of
-# failed or interrupted applies, crash reconciliation, a 128-layer chain.
+# layer apply via diff.apply (content.path + extraction), which reads the
+# blob only under a lease that holds it, refused commits of failed or
+# interrupted applies, crash reconciliation, a 128-layer chain.
 
 load lib/daemon.bash
 
@@ -45,11 +46,29 @@ open(sys.argv[1], "wb").write(gzip.compress(buf.getvalue()))
 PY
 }
 
+# lease_holding DIGEST [NAMESPACE]: creates a lease that holds DIGEST and
+# prints its id. diff.apply reads the layer by path, and content.path gives a
+# path only to a request whose lease holds the blob.
+lease_holding() {
+    local id=apply-$RANDOM$RANDOM ns=${2:-default}
+    berth_rpc call leases.create "{\"namespace\": \"$ns\", \"id\": \"$id\"}" >/dev/null || return 1
+    berth_rpc call leases.add_resource "{\"namespace\": \"$ns\", \"id\": \"$id\", \"resource\": {\"type\": \"content\", \"id\": \"$1\"}}" >/dev/null || return 1
+    echo "$id"
+}
+
+# apply_desc KEY DIGEST SIZE MEDIATYPE [LEASE]: diff.apply, with LEASE if given.
+apply_desc() {
+    local l=""
+    [ -n "${5:-}" ] && l=", \"lease\": \"$5\""
+    berth_rpc call diff.apply "{\"key\": \"$1\", \"desc\": {\"media_type\": \"$4\", \"digest\": \"$2\", \"size\": $3}$l}"
+}
+
 apply_layer() { # apply_layer KEY FILE MEDIATYPE
-    local d sz
+    local d sz lease
     d=$(berth content ingest "ing-$RANDOM" <"$2") || return 1
     sz=$(stat -c %s "$2")
-    berth_rpc call diff.apply "{\"key\": \"$1\", \"desc\": {\"media_type\": \"$3\", \"digest\": \"$d\", \"size\": $sz}}"
+    lease=$(lease_holding "$d") || return 1
+    apply_desc "$1" "$d" "$sz" "$3" "$lease"
 }
 
 @test "snapshots: prepare, commit, view, ls, tree, info, label, usage, rm like ctr" {
@@ -169,6 +188,53 @@ apply_layer() { # apply_layer KEY FILE MEDIATYPE
     [[ "$output" =~ layer-1\ +Committed ]]
 }
 
+@test "diff.apply: content.path needs a lease that holds the layer; refused without, then applies with it" {
+    make_layer "$BERTH_TEST_DIR/l.tgz"
+    d=$(berth content ingest lease-layer <"$BERTH_TEST_DIR/l.tgz")
+    sz=$(stat -c %s "$BERTH_TEST_DIR/l.tgz")
+    mt=application/vnd.oci.image.layer.v1.tar+gzip
+    berth snapshots prepare leased-1
+    id=$(snap_id leased-1)
+    # No lease on the request.
+    run apply_desc leased-1 "$d" "$sz" $mt
+    echo "$output"
+    [ "$status" -ne 0 ]
+    [[ "$output" == *"permission_denied"* ]]
+    [[ "$output" == *"content.path needs the lease that holds $d (leases.add_resource): the request has no lease"* ]]
+    # A lease that holds something else.
+    berth_rpc call leases.create '{"id": "empty-lease"}'
+    run apply_desc leased-1 "$d" "$sz" $mt empty-lease
+    echo "$output"
+    [ "$status" -ne 0 ]
+    [[ "$output" == *"permission_denied"* ]]
+    [[ "$output" == *"lease empty-lease of namespace default is unknown, expired or does not hold it"* ]]
+    # A lease of another namespace that holds it (leases are per namespace).
+    other=$(lease_holding "$d" other-ns)
+    run apply_desc leased-1 "$d" "$sz" $mt "$other"
+    [ "$status" -ne 0 ]
+    [[ "$output" == *"lease $other of namespace default is unknown"* ]]
+    # An expired lease that holds it.
+    berth_rpc call leases.create '{"id": "old-lease", "expire": 1000000000}'
+    berth_rpc call leases.add_resource "{\"id\": \"old-lease\", \"resource\": {\"type\": \"content\", \"id\": \"$d\"}}"
+    run apply_desc leased-1 "$d" "$sz" $mt old-lease
+    [ "$status" -ne 0 ]
+    [[ "$output" == *"permission_denied"* ]]
+    # Nothing was extracted by the refused calls; the right lease applies.
+    [ ! -e "$SNAPS/$id/fs/etc/hello" ]
+    good=$(lease_holding "$d")
+    run apply_desc leased-1 "$d" "$sz" $mt "$good"
+    echo "$output"
+    [ "$status" -eq 0 ]
+    [ "$(cat "$SNAPS/$id/fs/etc/hello")" = "hello from the layer" ]
+    berth snapshots commit leased leased-1
+    # Once the lease no longer holds it, the next apply is refused again.
+    berth snapshots prepare leased-2 leased
+    berth_rpc call leases.delete_resource "{\"id\": \"$good\", \"resource\": {\"type\": \"content\", \"id\": \"$d\"}}"
+    run apply_desc leased-2 "$d" "$sz" $mt "$good"
+    [ "$status" -ne 0 ]
+    [[ "$output" == *"lease $good of namespace default is unknown, expired or does not hold it"* ]]
+}
+
 @test "diff.apply: bad layers fail clearly, cannot be committed, the daemon keeps serving" {
     berth snapshots prepare bad-1
     echo "not a tar at all" >"$BERTH_TEST_DIR/junk"
@@ -211,8 +277,9 @@ PY
     berth snapshots prepare crash-1
     id=$(snap_id crash-1)
     pid=$(berth_plugin_pid snapshot-overlay)
+    lease=$(lease_holding "$d")
     # (fd 3 closed: bats must not wait for this background call)
-    berth_rpc call diff.apply "{\"key\": \"crash-1\", \"desc\": {\"media_type\": \"application/vnd.oci.image.layer.v1.tar+gzip\", \"digest\": \"$d\", \"size\": $sz}}" \
+    apply_desc crash-1 "$d" "$sz" application/vnd.oci.image.layer.v1.tar+gzip "$lease" \
         >"$BERTH_TEST_DIR/apply.out" 2>&1 3>&- &
     bg=$!
     berth_wait_for 20 test -e "$SNAPS/$id/fs/etc/hello"

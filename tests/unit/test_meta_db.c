@@ -801,8 +801,19 @@ static void test_leases(void **state)
     T_OK(tread(t, f_lease_check,
                &(A){.ns = "default", .name = "demo", .s2 = "content", .s3 = tdigest(1)}));
     assert_true(tget(&t->res, "held")->via.boolean);
+    /* held, but not content of this namespace: content.path refuses that */
+    assert_false(tget(&t->res, "exists")->via.boolean);
     T_OK(tread(t, f_lease_check,
                &(A){.ns = "default", .name = "demo", .s2 = "content", .s3 = tdigest(2)}));
+    assert_false(tget(&t->res, "held")->via.boolean);
+    /* a snapshot resource: no `exists` */
+    T_OK(tread(t, f_lease_check,
+               &(A){.ns = "default", .name = "demo", .s2 = "snapshots/overlayfs", .s3 = "k1"}));
+    assert_true(tget(&t->res, "held")->via.boolean);
+    assert_null(tget(&t->res, "exists"));
+    /* an unknown lease holds nothing (no error: content.path says why) */
+    T_OK(tread(t, f_lease_check,
+               &(A){.ns = "default", .name = "nope", .s2 = "content", .s3 = tdigest(1)}));
     assert_false(tget(&t->res, "held")->via.boolean);
     T_OK(twrite(t, f_lease_del_res,
                 &(A){.ns = "default", .name = "demo", .s2 = "content", .s3 = tdigest(1)}));
@@ -816,6 +827,21 @@ static void test_leases(void **state)
     T_OK(tread(t, f_lease_check,
                &(A){.ns = "default", .name = "demo", .s2 = "content", .s3 = tdigest(7)}));
     assert_true(tget(&t->res, "held")->via.boolean);
+    assert_true(tget(&t->res, "exists")->via.boolean);
+    /* committing content that was already there joins the lease too (a
+     * pull of a layer the store had: its apply may then ask content.path) */
+    T_OK(twrite(t, f_lease_create, &(A){.ns = "default", .name = "again"}));
+    T_OK(twrite_lease(t, "again", f_content_commit,
+                      &(A){.ns = "default", .name = tdigest(7), .u = 5}));
+    assert_true(tget(&t->res, "existed")->via.boolean);
+    T_OK(tread(t, f_lease_check,
+               &(A){.ns = "default", .name = "again", .s2 = "content", .s3 = tdigest(7)}));
+    assert_true(tget(&t->res, "held")->via.boolean);
+    /* the same digest seen from another namespace: held by no lease there */
+    T_OK(tread(t, f_lease_check,
+               &(A){.ns = "other", .name = "again", .s2 = "content", .s3 = tdigest(7)}));
+    assert_false(tget(&t->res, "held")->via.boolean);
+    assert_false(tget(&t->res, "exists")->via.boolean);
 
     T_OK(twrite(t, f_lease_delete, &(A){.ns = "default", .name = "demo"}));
     assert_str(t->ev.v[0].topic, "/leases/delete");

@@ -65,16 +65,12 @@ EOF
         for _ in $(seq 100); do ctr -a "$CTRD/c.sock" version >/dev/null 2>&1 && break; sleep 0.1; done
     fi
     berth_start_daemon "${BERTH_E2E_PLUGINS:-{\}}"
-    echo "$BERTH_TEST_DIR $BERTH_PID" >"$FIX/daemon.env"
+    berth_save_daemon "$FIX/daemon.env"
 }
 
 teardown_file() {
     [[ -n ${FIX:-} && -d $FIX ]] || return 0
-    if [[ -f $FIX/daemon.env ]]; then
-        read -r BERTH_TEST_DIR BERTH_PID <"$FIX/daemon.env"
-        export BERTH_TEST_DIR BERTH_PID
-        berth_stop_daemon
-    fi
+    berth_stop_saved_daemon "$FIX/daemon.env"
     local f
     for f in fake.pid fake2.pid fake3.pid ctrd/pid; do
         [[ -f $FIX/$f ]] && kill "$(cat "$FIX/$f")" 2>/dev/null
@@ -94,8 +90,7 @@ setup() {
     [[ -x $BERTH_BIN/berth-transfer ]] || skip "berth-transfer not built ($BERTH_BIN)"
     registry_require_tools
     [[ -n ${FIX:-} && -f $FIX/daemon.env ]] || skip "fixture setup failed"
-    read -r BERTH_TEST_DIR BERTH_PID <"$FIX/daemon.env"
-    export BERTH_SOCK=$BERTH_TEST_DIR/state/berth.sock BERTH_LOG=$BERTH_TEST_DIR/berthd.log
+    berth_load_daemon "$FIX/daemon.env"
     MNT=
 }
 

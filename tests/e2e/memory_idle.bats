@@ -40,7 +40,7 @@ setup_file() {
         \"transfer\": {\"config\": {\"unload_idle_ms\": $IDLE_MS}},
         \"snapshot-overlay\": {\"config\": {\"unload_idle_ms\": $IDLE_MS}},
         \"runtime-runc\": {\"config\": {\"cgroup_parent\": \"$CG_PARENT\"}}}"
-    echo "$BERTH_TEST_DIR $BERTH_PID" >"$FIX/daemon.env"
+    berth_save_daemon "$FIX/daemon.env"
     for id in content metadata snapshot-overlay runtime-runc transfer; do
         echo "$id $(berth_plugin_pid "$id")"
     done >"$FIX/pids0"
@@ -48,11 +48,7 @@ setup_file() {
 
 teardown_file() {
     [[ -n ${FIX:-} && -d $FIX ]] || return 0
-    if [[ -f $FIX/daemon.env ]]; then
-        read -r BERTH_TEST_DIR BERTH_PID <"$FIX/daemon.env"
-        export BERTH_TEST_DIR BERTH_PID
-        berth_stop_daemon
-    fi
+    berth_stop_saved_daemon "$FIX/daemon.env"
     [[ -n ${REG_PID:-} ]] && registry_stop
     local c
     for c in /sys/fs/cgroup/*/ /sys/fs/cgroup/; do
@@ -68,10 +64,7 @@ setup() {
     command -v umoci >/dev/null || skip "umoci not installed (scripts/install-deps.sh)"
     [[ -x /bin/busybox ]] || skip "busybox-static not installed (scripts/install-deps.sh)"
     [[ -n ${FIX:-} && -f $FIX/daemon.env ]] || skip "fixture setup failed (berthd or berth-transfer not built?)"
-    read -r BERTH_TEST_DIR BERTH_PID <"$FIX/daemon.env"
-    export BERTH_TEST_DIR BERTH_PID
-    export BERTH_SOCK=$BERTH_TEST_DIR/state/berth.sock BERTH_LOG=$BERTH_TEST_DIR/berthd.log
-    export BERTH_STATE=$BERTH_TEST_DIR/state
+    berth_load_daemon "$FIX/daemon.env"
 }
 
 teardown() {

@@ -131,6 +131,25 @@ berth__leftover_pids() {
     done
 }
 
+# A daemon shared by a whole bats file: setup_file starts it and saves it
+# with berth_save_daemon FILE; each test's setup runs berth_load_daemon FILE
+# (BERTH_TEST_DIR, BERTH_PID and the paths derived from them);
+# teardown_file runs berth_stop_saved_daemon FILE.
+berth_save_daemon() {
+    echo "$BERTH_TEST_DIR $BERTH_PID" >"$1"
+}
+
+berth_load_daemon() {
+    read -r BERTH_TEST_DIR BERTH_PID <"$1" || return 1
+    export BERTH_TEST_DIR BERTH_PID BERTH_STATE=$BERTH_TEST_DIR/state \
+        BERTH_SOCK=$BERTH_TEST_DIR/state/berth.sock BERTH_LOG=$BERTH_TEST_DIR/berthd.log
+}
+
+berth_stop_saved_daemon() {
+    [[ -f $1 ]] || return 0
+    berth_load_daemon "$1" && berth_stop_daemon
+}
+
 berth_stop_daemon() {
     local children=() pid i
     if [[ -n ${BERTH_PID:-} ]] && kill -0 "$BERTH_PID" 2>/dev/null; then

@@ -645,56 +645,47 @@ static char *rot_buf(void)
     return bufs[next++ % 8];
 }
 
+/* n divided by base until below it, printed with fmt ("%.1f %s"). */
+static const char *scaled(uint64_t n, double base, const char *const units[7], const char *fmt)
+{
+    char *b = rot_buf();
+    double v = (double)n;
+    size_t i = 0;
+    while (v >= base && i < 6) {
+        v /= base;
+        i++;
+    }
+    snprintf(b, 64, fmt, v, units[i]);
+    return b;
+}
+
+static const char *const iec_units[7] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
+
 const char *cli_human_size(uint64_t n)
 {
     /* ctr's progress.Bytes ("%02.1f %s", base 1024) above 1 KiB; bytes as
      * "301B" like go-units HumanSize prints them in `content ls`. */
-    static const char *const units[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
-    char *b = rot_buf();
     if (n < 1024) {
+        char *b = rot_buf();
         snprintf(b, 64, "%" PRIu64 "B", n);
         return b;
     }
-    double v = (double)n;
-    size_t i = 0;
-    while (v >= 1024.0 && i < BERTH_ARRAY_SIZE(units) - 1) {
-        v /= 1024.0;
-        i++;
-    }
-    snprintf(b, 64, "%.1f %s", v, units[i]);
-    return b;
+    return cli_bytes(n);
 }
 
 const char *cli_bytes(uint64_t n)
 {
     /* containerd's progress.Bytes: units.CustomSize("%02.1f %s", size,
      * 1024, {B, KiB, ...}). */
-    static const char *const units[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
-    char *b = rot_buf();
-    double v = (double)n;
-    size_t i = 0;
-    while (v >= 1024.0 && i < BERTH_ARRAY_SIZE(units) - 1) {
-        v /= 1024.0;
-        i++;
-    }
-    snprintf(b, 64, "%.1f %s", v, units[i]);
-    return b;
+    return scaled(n, 1024.0, iec_units, "%.1f %s");
 }
 
 const char *cli_human_size_si(uint64_t n)
 {
     /* go-units HumanSize: HumanSizeWithPrecision(size, 4), i.e. "%.4g%s"
      * in base 1000 (Go's %g trims trailing zeros, like C's). */
-    static const char *const units[] = {"B", "kB", "MB", "GB", "TB", "PB", "EB"};
-    char *b = rot_buf();
-    double v = (double)n;
-    size_t i = 0;
-    while (v >= 1000.0 && i < BERTH_ARRAY_SIZE(units) - 1) {
-        v /= 1000.0;
-        i++;
-    }
-    snprintf(b, 64, "%.4g%s", v, units[i]);
-    return b;
+    static const char *const units[7] = {"B", "kB", "MB", "GB", "TB", "PB", "EB"};
+    return scaled(n, 1000.0, units, "%.4g%s");
 }
 
 const char *cli_human_duration(uint64_t ns)

@@ -1139,8 +1139,8 @@ static int get_wrapped(meta_tx_t *tx, int dbi, const char *kind, const char *wha
     if (rc < 0)
         return -1;
     if (rc == 1)
-        return berth_error_set(err, BERTH_E_NOT_FOUND, "%s %s not found in namespace %s", kind,
-                               key, ns);
+        return berth_error_set(err, BERTH_E_NOT_FOUND, "%s %s not found in namespace %s", kind, key,
+                               ns);
     out_wrapped(tx, kind, &v);
     return 0;
 }

@@ -97,7 +97,7 @@ typedef struct {
     char *oom_path;
     uint64_t oom_last;
     uint64_t oom_recheck_at, oom_recheck_until; /* v1: the kill not counted yet */
-    shim_reaped_t cache[64]; /* children reaped before we knew their pid */
+    shim_reaped_t cache[64];                    /* children reaped before we knew their pid */
     unsigned n_cache;
     bool exiting;  /* exit once outputs are flushed */
     bool rollback; /* tear everything down, then exit */

@@ -569,6 +569,21 @@ void cli_print_json_compact(const msgpack_object *o, FILE *out)
     put_json(o ? o : &nil, 0, 0, out);
 }
 
+const msgpack_object *cli_call_filtered(const char *method, char *const *filters, int nf)
+{
+    berth_mpbuf_t b;
+    cli_params_begin(&b, nf ? 1 : 0);
+    if (nf) {
+        berth_mp_pack_str(&b.pk, "filters");
+        msgpack_pack_array(&b.pk, (uint32_t)nf);
+        for (int i = 0; i < nf; i++)
+            berth_mp_pack_str(&b.pk, filters[i]);
+    }
+    const msgpack_object *res = cli_call(method, &b, NULL, NULL, NULL);
+    berth_mpbuf_destroy(&b);
+    return res;
+}
+
 bool cli_list_plain(const msgpack_object *list, bool json, bool quiet, const char *key)
 {
     msgpack_object empty = {.type = MSGPACK_OBJECT_ARRAY};

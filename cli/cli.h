@@ -60,6 +60,9 @@ void cli_print_json(const msgpack_object *o, FILE *out);
 /** Output format chosen with --format (table|json); parsed by each command
  * with cli_parse_format() from its own argv. */
 bool cli_format_is_json(const char *fmt);
+/** Calls a listing METHOD with {filters: [...]} (none when nf is 0); the
+ * result is borrowed until the next call. */
+const msgpack_object *cli_call_filtered(const char *method, char *const *filters, int nf);
 /** The two outputs every listing shares: with `json` the list (an empty
  * array when NULL) as JSON, with `quiet` each entry's `key` on a line.
  * Returns true when it printed (the caller's table is not wanted). */

@@ -16,45 +16,13 @@ static int c_create(int argc, char **argv)
     return cli_run_create(argc, argv, "containers create", false);
 }
 
-static const char *parse_fmt_flags(int argc, char **argv, const char *cmd, bool *quiet)
-{
-    static const struct option opts[] = {
-        {"quiet", no_argument, NULL, 'q'},
-        {"format", required_argument, NULL, 'f'},
-        {0},
-    };
-    const char *format = NULL;
-    int o;
-    optind = 0;
-    opterr = 0;
-    while ((o = getopt_long(argc, argv, ":q", opts, NULL)) != -1) {
-        if (o == 'q' && quiet)
-            *quiet = true;
-        else if (o == 'f')
-            format = optarg;
-        else
-            cli_flag_error(cmd, o, argv);
-    }
-    return format;
-}
-
 static int c_list(int argc, char **argv)
 {
-    bool quiet = false;
-    const char *format = parse_fmt_flags(argc, argv, "containers ls", &quiet);
-    berth_mpbuf_t b;
-    int nf = argc - optind;
-    cli_params_begin(&b, nf ? 1 : 0);
-    if (nf) {
-        berth_mp_pack_str(&b.pk, "filters");
-        msgpack_pack_array(&b.pk, (uint32_t)nf);
-        for (int i = optind; i < argc; i++)
-            berth_mp_pack_str(&b.pk, argv[i]);
-    }
-    const msgpack_object *res = cli_call("containers.list", &b, NULL, NULL, NULL);
-    berth_mpbuf_destroy(&b);
+    bool quiet = false, json = false;
+    int first = cli_list_flags("containers ls", argc, argv, &quiet, &json);
+    const msgpack_object *res = cli_call_filtered("containers.list", argv + first, argc - first);
     const msgpack_object *list = berth_mp_get(res, "containers");
-    if (cli_list_plain(list, cli_format_is_json(format), quiet, "id"))
+    if (cli_list_plain(list, json, quiet, "id"))
         return 0;
     cli_table_t *t = cli_table_new(3, "CONTAINER", "IMAGE", "RUNTIME");
     for (uint32_t i = 0; i < list->via.array.size; i++) {

@@ -35,17 +35,7 @@ static int content_ls(int argc, char **argv)
 {
     bool quiet = false, json = false;
     int first = cli_list_flags("content ls", argc, argv, &quiet, &json);
-    int nf = argc - first;
-    berth_mpbuf_t b;
-    cli_params_begin(&b, nf ? 1 : 0);
-    if (nf) {
-        berth_mp_pack_str(&b.pk, "filters");
-        msgpack_pack_array(&b.pk, (uint32_t)nf);
-        for (int i = first; i < argc; i++)
-            berth_mp_pack_str(&b.pk, argv[i]);
-    }
-    const msgpack_object *res = cli_call("content.list", &b, NULL, NULL, NULL);
-    berth_mpbuf_destroy(&b);
+    const msgpack_object *res = cli_call_filtered("content.list", argv + first, argc - first);
     const msgpack_object *infos = NULL;
     _cleanup_error_ berth_error_t *err = NULL;
     if (berth_mp_get_array(res, "infos", &infos, &err) < 0)

@@ -393,16 +393,7 @@ static void join_platforms(const msgpack_object *img, char *buf, size_t n)
  * malloc'd NULL-terminated array. */
 static char **filtered_names(char **filters, int nf)
 {
-    berth_mpbuf_t b;
-    cli_params_begin(&b, nf ? 1 : 0);
-    if (nf) {
-        berth_mp_pack_str(&b.pk, "filters");
-        msgpack_pack_array(&b.pk, (uint32_t)nf);
-        for (int i = 0; i < nf; i++)
-            berth_mp_pack_str(&b.pk, filters[i]);
-    }
-    const msgpack_object *res = cli_call("images.list", &b, NULL, NULL, NULL);
-    berth_mpbuf_destroy(&b);
+    const msgpack_object *res = cli_call_filtered("images.list", filters, nf);
     const msgpack_object *imgs = berth_mp_get(res, "images");
     uint32_t n = imgs && imgs->type == MSGPACK_OBJECT_ARRAY ? imgs->via.array.size : 0;
     char **names = calloc(n + 1, sizeof(char *));

@@ -49,18 +49,8 @@ static int lease_create(int argc, char **argv)
 static int lease_ls(int argc, char **argv)
 {
     bool quiet = false, json = false;
-    optind = cli_list_flags("leases ls", argc, argv, &quiet, &json);
-    int nf = argc - optind;
-    berth_mpbuf_t b;
-    cli_params_begin(&b, nf ? 1 : 0);
-    if (nf) {
-        berth_mp_pack_str(&b.pk, "filters");
-        msgpack_pack_array(&b.pk, (uint32_t)nf);
-        for (int i = optind; i < argc; i++)
-            berth_mp_pack_str(&b.pk, argv[i]);
-    }
-    const msgpack_object *res = cli_call("leases.list", &b, NULL, NULL, NULL);
-    berth_mpbuf_destroy(&b);
+    int first = cli_list_flags("leases ls", argc, argv, &quiet, &json);
+    const msgpack_object *res = cli_call_filtered("leases.list", argv + first, argc - first);
     const msgpack_object *list = NULL;
     _cleanup_error_ berth_error_t *err = NULL;
     if (berth_mp_get_array(res, "leases", &list, &err) < 0 || !list)

@@ -247,16 +247,7 @@ static int snap_rm(int argc, char **argv)
 /* snapshots.list; returns the borrowed infos array (valid until the next call). */
 static const msgpack_object *list_infos(char **filters, int nf)
 {
-    berth_mpbuf_t b;
-    cli_params_begin(&b, nf ? 1 : 0);
-    if (nf) {
-        berth_mp_pack_str(&b.pk, "filters");
-        msgpack_pack_array(&b.pk, (uint32_t)nf);
-        for (int i = 0; i < nf; i++)
-            berth_mp_pack_str(&b.pk, filters[i]);
-    }
-    const msgpack_object *res = cli_call("snapshots.list", &b, NULL, NULL, NULL);
-    berth_mpbuf_destroy(&b);
+    const msgpack_object *res = cli_call_filtered("snapshots.list", filters, nf);
     const msgpack_object *infos = berth_mp_get(res, "infos");
     if (infos && infos->type != MSGPACK_OBJECT_ARRAY)
         cli_die("berthd answered snapshots.list without a list");

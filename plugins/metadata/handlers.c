@@ -217,6 +217,63 @@ void meta_read_reply(meta_plugin_t *mp, berth_req_t *req, meta_write_fn fn, meta
     meta_job_free(args);
 }
 
+typedef struct {
+    uv_work_t w;
+    meta_plugin_t *mp;
+    berth_req_t *req;
+    meta_write_fn fn;
+    meta_job_t *args;
+    berth_mpbuf_t out;
+    berth_error_t *err;
+    int rc;
+} list_work_t;
+
+static void list_work(uv_work_t *w)
+{
+    list_work_t *l = w->data;
+    meta_tx_t tx;
+    l->rc = meta_tx_read(l->mp->db, &tx, &l->err);
+    if (l->rc < 0)
+        return;
+    tx.out = &l->out;
+    l->rc = l->fn(&tx, l->args, &l->err);
+    meta_tx_end(&tx);
+}
+
+static void list_done(uv_work_t *w, int status)
+{
+    list_work_t *l = w->data;
+    (void)status;
+    if (l->rc < 0) {
+        if (!l->err)
+            berth_error_set(&l->err, BERTH_E_INTERNAL, "metadata list failed");
+        berth_req_fail(l->req, &l->err);
+    } else {
+        berth_req_reply_raw(l->req, l->out.buf.data, l->out.buf.size);
+    }
+    berth_mpbuf_destroy(&l->out);
+    l->args->req = NULL;
+    meta_job_free(l->args);
+    free(l);
+}
+
+void meta_list_reply(meta_plugin_t *mp, berth_req_t *req, meta_write_fn fn, meta_job_t *args)
+{
+    list_work_t *l = calloc(1, sizeof(*l));
+    if (!l) {
+        meta_read_reply(mp, req, fn, args);
+        return;
+    }
+    *l = (list_work_t){.mp = mp, .req = req, .fn = fn, .args = args};
+    l->w.data = l;
+    berth_mpbuf_init(&l->out);
+    if (uv_queue_work(berth_plugin_loop(mp->p), &l->w, list_work, list_done) != 0) {
+        berth_mpbuf_destroy(&l->out);
+        free(l);
+        meta_read_reply(mp, req, fn, args);
+    }
+}
+
 int meta_param_str(berth_req_t *req, const msgpack_object *params, const char *key, bool required,
                    char **out)
 {
@@ -353,7 +410,7 @@ static void h_ns_list(berth_req_t *req, const msgpack_object *params)
 {
     meta_job_t *j = job3(berth_req_plugin(req), req, params, NULL, 0, NULL, 0, NULL, 0);
     if (j)
-        meta_read_reply(j->mp, req, r_ns_list, j);
+        meta_list_reply(j->mp, req, r_ns_list, j);
 }
 
 static void h_ns_update(berth_req_t *req, const msgpack_object *params)
@@ -395,7 +452,7 @@ static void h_content_list(berth_req_t *req, const msgpack_object *params)
     if (!j)
         return;
     j->o1 = param_obj(params, "filters");
-    meta_read_reply(j->mp, req, r_content_list, j);
+    meta_list_reply(j->mp, req, r_content_list, j);
 }
 
 static void h_content_update(berth_req_t *req, const msgpack_object *params)
@@ -479,7 +536,7 @@ static void h_ingest_list(berth_req_t *req, const msgpack_object *params)
 {
     meta_job_t *j = job3(berth_req_plugin(req), req, params, NULL, 0, NULL, 0, NULL, 0);
     if (j)
-        meta_read_reply(j->mp, req, r_ingest_list, j);
+        meta_list_reply(j->mp, req, r_ingest_list, j);
 }
 
 /* ---- images ----------------------------------------------------------------------- */
@@ -555,7 +612,7 @@ static void h_rec_list(berth_req_t *req, const msgpack_object *params)
     if (!j)
         return;
     j->o1 = param_obj(params, "filters");
-    meta_read_reply(j->mp, req, k->list, j);
+    meta_list_reply(j->mp, req, k->list, j);
 }
 
 static void h_rec_update(berth_req_t *req, const msgpack_object *params)

@@ -71,6 +71,10 @@ void meta_job_publish(meta_job_t *j);
 
 /** Runs fn in a read transaction on the loop and replies. */
 void meta_read_reply(meta_plugin_t *mp, berth_req_t *req, meta_write_fn fn, meta_job_t *args);
+/** meta_read_reply for listings: fn runs in the thread pool (its own read
+ * transaction), so that a long list — a filter regex over every record —
+ * never holds the loop that answers plugin.health and dispatches writes. */
+void meta_list_reply(meta_plugin_t *mp, berth_req_t *req, meta_write_fn fn, meta_job_t *args);
 
 /** Copies a string param; required → invalid_argument when absent. Returns
  * -1 (request failed) on error. */

@@ -426,7 +426,7 @@ static void h_list(berth_req_t *req, const msgpack_object *params)
     if (!j)
         return;
     j->o1 = berth_mp_get(params, "filters");
-    meta_read_reply(j->mp, req, r_list, j);
+    meta_list_reply(j->mp, req, r_list, j);
 }
 
 /* Resolves key to its backend id and chain in a read txn. For diff.apply

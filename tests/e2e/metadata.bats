@@ -4,7 +4,8 @@
 # namespace deletion refused while non-empty, namespace isolation, kill -9 of
 # the plugin during a burst of 1,000 acknowledged label updates (every one
 # survives, the plugin comes back by itself), request_id replays, a corrupted
-# database refused, snapshot records over the overlay backend.
+# database refused, snapshot records over the overlay backend, a slow filtered
+# listing that does not hold up other requests.
 
 bats_require_minimum_version 1.5.0
 
@@ -275,6 +276,38 @@ EOF
     [[ -z $missing ]] || { echo "missing acknowledged updates: $missing"; false; }
     # The database opened cleanly after the kill (no recovery complaints).
     ! grep -q "refuses to start" "$BERTH_LOG"
+}
+
+@test "a slow filtered listing runs off the plugin's loop: other requests are answered meanwhile" {
+    berth_start_daemon "$PLUGINS"
+    berth ns create slow
+    # 120 images with a 4 KiB label: a regex at the size limit (.{0,999}x)
+    # costs tens of ms per label, seconds for the listing.
+    local big i
+    big=$(head -c 4000 /dev/zero | tr '\0' a)
+    for i in $(seq 1 120); do
+        berth_rpc call images.create "{\"namespace\": \"slow\", \"image\": {\"name\": \"img$i\",
+            \"labels\": {\"big\": \"$big\"}, \"target\": {\"media_type\":
+            \"application/vnd.oci.image.manifest.v1+json\", \"digest\": \"$D1\", \"size\": 1}}}" >/dev/null
+    done
+    local t0 list_ms get_ms lpid
+    t0=$(date +%s%N)
+    berth_rpc call images.list '{"namespace": "slow", "filters": ["labels.big~=\".{0,999}x\""]}' \
+        >"$BERTH_TEST_DIR/list.out" &
+    lpid=$!
+    sleep 0.3
+    local g0
+    g0=$(date +%s%N)
+    run -0 berth_rpc call images.get '{"namespace": "slow", "name": "img7"}'
+    get_ms=$((($(date +%s%N) - g0) / 1000000))
+    # The listing is still running: the get did not wait for it.
+    kill -0 "$lpid"
+    wait "$lpid"
+    list_ms=$((($(date +%s%N) - t0) / 1000000))
+    echo "list ${list_ms} ms, get during it ${get_ms} ms"
+    [[ $(jq '.images | length' "$BERTH_TEST_DIR/list.out") == 0 ]]
+    ((list_ms > 1000))
+    ((get_ms * 4 < list_ms))
 }
 
 @test "a corrupted database is refused with a clear message, never recreated" {

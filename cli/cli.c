@@ -569,6 +569,27 @@ void cli_print_json_compact(const msgpack_object *o, FILE *out)
     put_json(o ? o : &nil, 0, 0, out);
 }
 
+void cli_print_packed_json(const void *data, size_t len)
+{
+    msgpack_zone *z = NULL;
+    msgpack_object o;
+    berth_error_t *err = NULL;
+    if (berth_mp_unpack(data, len, NULL, &z, &o, &err) < 0)
+        cli_die_err(err);
+    cli_print_json(&o, stdout);
+    msgpack_zone_free(z);
+}
+
+void cli_print_packed_array(const berth_mpbuf_t *items, uint32_t n)
+{
+    berth_mpbuf_t arr;
+    berth_mpbuf_init(&arr);
+    msgpack_pack_array(&arr.pk, n);
+    msgpack_sbuffer_write(&arr.buf, items->buf.data, items->buf.size);
+    cli_print_packed_json(arr.buf.data, arr.buf.size);
+    berth_mpbuf_destroy(&arr);
+}
+
 const msgpack_object *cli_call_filtered(const char *method, char *const *filters, int nf)
 {
     berth_mpbuf_t b;

@@ -60,6 +60,10 @@ void cli_print_json(const msgpack_object *o, FILE *out);
 /** Output format chosen with --format (table|json); parsed by each command
  * with cli_parse_format() from its own argv. */
 bool cli_format_is_json(const char *fmt);
+/** Prints a packed msgpack object (bytes) as JSON, like cli_print_json. */
+void cli_print_packed_json(const void *data, size_t len);
+/** Prints `n` objects packed one after another in `items` as one JSON array. */
+void cli_print_packed_array(const berth_mpbuf_t *items, uint32_t n);
 /** Calls a listing METHOD with {filters: [...]} (none when nf is 0); the
  * result is borrowed until the next call. */
 const msgpack_object *cli_call_filtered(const char *method, char *const *filters, int nf);

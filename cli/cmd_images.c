@@ -420,23 +420,6 @@ static void free_names(char **names)
     free(names);
 }
 
-/* Prints objects packed one after another in `items` as one JSON array. */
-static void print_packed_array(berth_mpbuf_t *items, uint32_t n)
-{
-    berth_mpbuf_t arr;
-    berth_mpbuf_init(&arr);
-    msgpack_pack_array(&arr.pk, n);
-    msgpack_sbuffer_write(&arr.buf, items->buf.data, items->buf.size);
-    msgpack_zone *z = NULL;
-    msgpack_object all;
-    _cleanup_error_ berth_error_t *err = NULL;
-    if (berth_mp_unpack(arr.buf.data, arr.buf.size, NULL, &z, &all, &err) < 0)
-        cli_die_err(steal_pointer(&err));
-    cli_print_json(&all, stdout);
-    msgpack_zone_free(z);
-    berth_mpbuf_destroy(&arr);
-}
-
 static int images_ls(int argc, char **argv)
 {
     bool quiet = false, json = false;
@@ -477,7 +460,7 @@ static int images_ls(int argc, char **argv)
         free(dg);
     }
     if (json) {
-        print_packed_array(&items, nitems);
+        cli_print_packed_array(&items, nitems);
         cli_table_free(t);
     } else {
         cli_table_print(t, stdout);
@@ -532,7 +515,7 @@ static int images_check(int argc, char **argv)
     }
     /* Like ctr: check reports what is missing, it does not fail on it. */
     if (json)
-        print_packed_array(&items, nitems);
+        cli_print_packed_array(&items, nitems);
     if (json || quiet)
         cli_table_free(t);
     else

@@ -313,13 +313,7 @@ static int snap_info(int argc, char **argv)
     }
     berth_mp_kv_str(&o.pk, "Created", cli_rfc3339_nano(cn));
     berth_mp_kv_str(&o.pk, "Updated", cli_rfc3339_nano(un));
-    msgpack_zone *z = NULL;
-    msgpack_object all;
-    _cleanup_error_ berth_error_t *err = NULL;
-    if (berth_mp_unpack(o.buf.data, o.buf.size, NULL, &z, &all, &err) < 0)
-        cli_die_err(steal_pointer(&err));
-    cli_print_json(&all, stdout);
-    msgpack_zone_free(z);
+    cli_print_packed_json(o.buf.data, o.buf.size);
     berth_mpbuf_destroy(&o);
     return 0;
 }
@@ -411,21 +405,8 @@ static int snap_usage(int argc, char **argv)
         snprintf(in, sizeof(in), "%llu", (unsigned long long)inodes);
         cli_table_row(t, keys[i], sz, in);
     }
-    if (f.json) {
-        /* The rows were packed one after another: wrap them in an array. */
-        berth_mpbuf_t arr;
-        berth_mpbuf_init(&arr);
-        msgpack_pack_array(&arr.pk, (uint32_t)rows);
-        msgpack_sbuffer_write(&arr.buf, js.buf.data, js.buf.size);
-        msgpack_zone *z = NULL;
-        msgpack_object all;
-        _cleanup_error_ berth_error_t *err = NULL;
-        if (berth_mp_unpack(arr.buf.data, arr.buf.size, NULL, &z, &all, &err) < 0)
-            cli_die_err(steal_pointer(&err));
-        cli_print_json(&all, stdout);
-        msgpack_zone_free(z);
-        berth_mpbuf_destroy(&arr);
-    }
+    if (f.json) /* the rows were packed one after another */
+        cli_print_packed_array(&js, (uint32_t)rows);
     berth_mpbuf_destroy(&js);
     /* Nothing to show when every key failed (the errors said why). */
     if (!f.json && (rows || !rc))

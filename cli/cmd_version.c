@@ -64,13 +64,7 @@ int cmd_version(int argc, char **argv)
         berth_mp_kv_str(&b.pk, "revision", BERTH_REVISION);
         berth_mp_pack_str(&b.pk, "server");
         msgpack_pack_object(&b.pk, *res);
-        msgpack_zone *z = NULL;
-        msgpack_object all;
-        _cleanup_error_ berth_error_t *err = NULL;
-        if (berth_mp_unpack(b.buf.data, b.buf.size, NULL, &z, &all, &err) < 0)
-            cli_die_err(err);
-        cli_print_json(&all, stdout);
-        msgpack_zone_free(z);
+        cli_print_packed_json(b.buf.data, b.buf.size);
         berth_mpbuf_destroy(&b);
         return 0;
     }

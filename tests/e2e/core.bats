@@ -151,7 +151,9 @@ plugin_field() { # ID FIELD
     # the ~1.5 s load, however slow a loaded machine makes the client.
     berth_rpc load echo.echo 1000 8 '{"data": "x", "delay_ms": 12}' >"$BERTH_TEST_DIR/load.out" 2>&1 &
     BG_PID=$!
-    sleep 0.4
+    # Kill once responses flow (a loaded machine may start the client late).
+    berth_wait_for 20 grep -q "load: first response" "$BERTH_TEST_DIR/load.out"
+    sleep 0.2
     kill -0 "$BG_PID" # the load is still running
     kill -9 "$old"
     rc=0
@@ -218,7 +220,8 @@ plugin_field() { # ID FIELD
     old=$(berth_plugin_pid echo)
     berth_rpc load echo.echo 2000 4 '{"data": "x", "delay_ms": 3}' >"$BERTH_TEST_DIR/load.out" 2>&1 &
     BG_PID=$!
-    sleep 0.4
+    berth_wait_for 20 grep -q "load: first response" "$BERTH_TEST_DIR/load.out"
+    sleep 0.2
     run berth_rpc call plugins.replace '{"id": "echo"}'
     echo "$output"
     [ "$status" -eq 0 ]

@@ -425,6 +425,11 @@ int main(int argc, char **argv)
         if (m->type == IPC_RESPONSE && m->msgid >= 1 && m->msgid <= sent) {
             lat[done] = now_ns() - sent_at[m->msgid];
             done++;
+            if (done == 1) {
+                /* Tests wait for this line to know requests are flowing. */
+                fprintf(stderr, "load: first response\n");
+                fflush(stderr);
+            }
             if (m->error) {
                 failed++;
                 const char *cn = berth_code_name(m->code);

@@ -166,6 +166,8 @@ static void handle_sleep(berth_req_t *r, const msgpack_object *params)
     berth_req_set_data(r, d);
     berth_req_set_cancel_cb(r, delayed_cancel);
     uv_timer_start(&d->timer, delayed_fire, ms, 0);
+    /* Tests wait for this line before killing the plugin under a request. */
+    berth_log(BERTH_LOG_INFO, "msg=\"request started\" method=echo.sleep");
 }
 
 /* ---- echo.stream: server → caller, with flow control --------------------------- */
@@ -589,6 +591,8 @@ static void handle_record(berth_req_t *r, const msgpack_object *params)
     uv_timer_init(berth_plugin_loop(berth_req_plugin(r)), &rc->timer);
     rc->timer.data = rc;
     uv_timer_start(&rc->timer, record_timer, rc->delay_ms, 0);
+    berth_log(BERTH_LOG_INFO, "msg=\"request started\" method=echo.record key=%s name=%s",
+              rc->key, rc->name);
 }
 
 static const berth_method_t methods[] = {

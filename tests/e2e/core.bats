@@ -43,15 +43,30 @@ start_echo() {
     berth_start_daemon "{$NO_REAL_PLUGINS, \"echo\": {}, \"pyecho\": {\"path\": \"$PYECHO\"} ${1:-}}"
 }
 
+# started_count PATTERN: how many times the echo plugin logged that it
+# started serving a request matching PATTERN ("METHOD[ key=KEY]").
+started_count() {
+    grep -c "plugin=echo .*msg=\"request started\" method=$1\( \|\$\)" "$BERTH_LOG" || true
+}
+
 # call_killing_echo METHOD PARAMS OUT [WAIT-CMD...]: calls METHOD in the
 # background (output to OUT), kills the echo plugin once WAIT-CMD succeeds
-# (default: after 0.3 s) and sets CALL_RC to the call's exit status.
+# (default: once the plugin logs that it started serving the call) and sets
+# CALL_RC to the call's exit status.
 call_killing_echo() {
     local method=$1 params=$2 out=$3
     shift 3
+    local before what=$method key
+    key=$(jq -r '.key // empty' <<<"$params")
+    [[ -z $key ]] || what="$method key=$key"
+    before=$(started_count "$what")
     berth_rpc call "$method" "$params" >"$out" 2>&1 &
     BG_PID=$!
-    if (($#)); then berth_wait_for 5 "$@"; else sleep 0.3; fi
+    if (($#)); then
+        berth_wait_for 10 "$@"
+    else
+        berth_wait_for 10 eval '(($(started_count "$what") > before))'
+    fi
     kill -9 "$(berth_plugin_pid echo)"
     CALL_RC=0
     wait "$BG_PID" || CALL_RC=$?
@@ -375,7 +390,7 @@ plugin_field() { # ID FIELD
 }
 
 @test "deadlines, cancels and requests queued while a plugin restarts" {
-    export BERTH_CONFIG_EXTRA='{"restart_backoff_min_ms": 400}'
+    export BERTH_CONFIG_EXTRA='{"restart_backoff_min_ms": 1000}'
     start_echo
     # timeout_ms answers deadline_exceeded and cancels the server's work.
     SECONDS=0
@@ -386,15 +401,15 @@ plugin_field() { # ID FIELD
     # $cancel from the caller: the plugin answers canceled at once.
     run /usr/bin/python3 "$RAW" "$BERTH_SOCK" cancel
     [[ $output == canceled* ]]
-    # While echo restarts (400 ms backoff) new requests wait in its queue...
+    # While echo restarts (1 s backoff) new requests wait in its queue...
     kill -9 "$(berth_plugin_pid echo)"
-    berth_wait_for 2 bash -c "[[ \$($BERTH_RPCTOOL -a $BERTH_SOCK call plugins.list '{\"id\": \"echo\"}' | jq -r '.plugins[0].status') == restarting ]]"
+    berth_wait_for 5 eval '[[ $(plugin_field echo status) == restarting ]]'
     run berth_rpc call echo.echo '{"data": "queued"}'
     [ "$status" -eq 0 ]
     [[ $(jq -r .data <<<"$output") == queued ]]
     # ...unless their deadline passes first.
     kill -9 "$(berth_plugin_pid echo)"
-    sleep 0.05
+    berth_wait_for 5 eval '[[ $(plugin_field echo status) == restarting ]]'
     run berth_rpc call echo.echo '{"timeout_ms": 100}'
     [[ $output == *"deadline_exceeded"*"waiting for plugin echo (restarting)"* ]]
 }
@@ -404,7 +419,7 @@ plugin_field() { # ID FIELD
     # (the binary itself, not the berth_rpc function: kill must reach it)
     "$BERTH_RPCTOOL" -a "$BERTH_SOCK" call echo.sleep '{"ms": 30000}' >/dev/null 2>&1 &
     BG_PID=$!
-    sleep 0.3
+    berth_wait_for 10 eval '(($(started_count echo.sleep) > 0))'
     kill "$BG_PID"
     wait "$BG_PID" || true
     BG_PID=
@@ -430,7 +445,7 @@ plugin_field() { # ID FIELD
     export BERTH_CONFIG_EXTRA='{"queue_limit": 2, "restart_backoff_min_ms": 1000}'
     start_echo
     kill -9 "$(berth_plugin_pid echo)"
-    sleep 0.1
+    berth_wait_for 5 eval '[[ $(plugin_field echo status) == restarting ]]'
     run berth_rpc load echo.echo 5 5
     [ "$status" -eq 1 ]
     [[ $output == *"ok=2 failed=3"*"resource_exhausted=3"* ]]
@@ -452,7 +467,8 @@ plugin_field() { # ID FIELD
     start_echo
     berth_rpc call events.subscribe '{"filters": ["/plugins/", "/test/"]}' >"$BERTH_TEST_DIR/events.out" 2>&1 &
     BG_PID=$!
-    sleep 0.3
+    # Subscribed once an event published now arrives.
+    berth_wait_for 10 eval 'berth_rpc call echo.publish "{\"topic\": \"/test/ready\"}" && grep -q "/test/ready" "$BERTH_TEST_DIR/events.out"'
     kill -9 "$(berth_plugin_pid echo)"
     berth_wait_for 5 berth_rpc call echo.pid
     run berth_rpc call echo.publish '{"topic": "/test/hello", "event": {"k": "v"}, "namespace": "ns2"}'

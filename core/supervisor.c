@@ -1164,11 +1164,19 @@ static int check_replacement_path(core_t *c, const char *path, char **out, berth
     return 0;
 }
 
+static void count_caller_routes(uint32_t key, void *val, void *data)
+{
+    (void)key;
+    const core_route_t *r = val;
+    if (r->caller)
+        (*(size_t *)data)++;
+}
+
 static void pack_plugin(msgpack_packer *pk, core_t *c, core_plugin_t *pl)
 {
     core_inst_t *inst = pl->inst;
     bool up = inst && inst->state == CORE_IS_READY;
-    msgpack_pack_map(pk, 12);
+    msgpack_pack_map(pk, 13);
     berth_mp_kv_str(pk, "id", pl->id);
     berth_mp_kv_str(pk, "type", pl->type ? pl->type : "");
     berth_mp_kv_str(pk, "version", pl->version ? pl->version : "");
@@ -1179,6 +1187,12 @@ static void pack_plugin(msgpack_packer *pk, core_t *c, core_plugin_t *pl)
     berth_mp_kv_str(pk, "path", pl->external ? "" : pl->path);
     berth_mp_kv_bool(pk, "external", pl->external);
     berth_mp_kv_u64(pk, "queued", pl->queue.len);
+    /* Requests of clients and plugins the running instance serves now (not
+     * the core's own health checks). */
+    size_t in_flight = 0;
+    if (inst && inst->peer)
+        ipc_idmap_each(&inst->peer->serving, count_caller_routes, &in_flight);
+    berth_mp_kv_u64(pk, "in_flight", in_flight);
     berth_mp_kv_str(pk, "last_exit", pl->last_exit ? pl->last_exit : "");
     berth_mp_pack_str(pk, "methods");
     msgpack_pack_array(pk, pl->n_methods);

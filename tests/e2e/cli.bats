@@ -263,9 +263,11 @@ complete_words() {
     need_daemon
     id=$($BERTH plugins ls --format json | jq -r '[.[] | select(.status == "ok")][0].id // empty')
     [[ -n $id ]] # the test daemon always runs the echo plugin
+    local subs
+    subs=$(berth_subscribers)
     $BERTH events /plugins/ >"$BERTH_TEST_TMP/events.out" 2>"$BERTH_TEST_TMP/events.err" &
     EVENTS_PID=$!
-    sleep 0.5
+    berth_wait_subscribed "$subs"
     $BERTH plugins restart "$id"
     for _ in $(seq 50); do
         grep -q "/plugins/" "$BERTH_TEST_TMP/events.out" && break
@@ -288,9 +290,11 @@ complete_words() {
     need_daemon
     id=$($BERTH plugins ls --format json | jq -r '[.[] | select(.status == "ok")][0].id // empty')
     [[ -n $id ]] # the test daemon always runs the echo plugin
+    local subs
+    subs=$(berth_subscribers)
     $BERTH events --format json >"$BERTH_TEST_TMP/events.json" &
     EVENTS_PID=$!
-    sleep 0.5
+    berth_wait_subscribed "$subs"
     $BERTH plugins restart "$id"
     for _ in $(seq 50); do
         [[ -s $BERTH_TEST_TMP/events.json ]] && break

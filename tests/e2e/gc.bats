@@ -200,9 +200,11 @@ need_image_stack() {
 
 @test "berth gc runs a collection, prints what it freed, --status and /gc/run report it" {
     start
+    local subs
+    subs=$(berth_subscribers)
     berth events >"$T/events" 2>&1 &
     BG_PIDS+=($!)
-    sleep 0.3
+    berth_wait_subscribed "$subs"
     run berth gc
     [ "$status" -eq 0 ]
     [[ $output == *"content deleted:    0"* ]]
@@ -247,12 +249,12 @@ need_image_stack() {
 }
 
 @test "a deletion schedules a collection by itself (scheduler), respecting schedule_delay" {
-    start '{"gc": {"config": {"startup_delay": "0ms", "deletion_threshold": 0, "schedule_delay": "300ms", "pause_threshold": 0, "mutation_threshold": 0}}}'
+    start '{"gc": {"config": {"startup_delay": "0ms", "deletion_threshold": 0, "schedule_delay": "2s", "pause_threshold": 0, "mutation_threshold": 0}}}'
     d=$(ingest default auto-1 "collected without asking" berth.io/gc.root=1)
     before=$(gc_status | jq .collections)
     berth content rm "$d"
-    # schedule_delay: not at once...
-    sleep 0.1
+    # schedule_delay: not at once (2 s; a loaded machine may stretch this)...
+    sleep 0.2
     [ -f "$(blob_file "$d")" ]
     # ...but soon, without `berth gc`.
     berth_wait_for 10 test ! -e "$(blob_file "$d")"

@@ -97,9 +97,11 @@ wait_status() { # ID STATUS
 }
 
 @test "run --rm echo hello prints hello, exits 0 and leaves nothing" {
+    local subs
+    subs=$(berth_subscribers)
     berth events --format json /tasks/ >"$BERTH_TEST_DIR/events-hello.json" 2>/dev/null &
     local ev=$!
-    sleep 0.3
+    berth_wait_subscribed "$subs"
     run berth run --rm "$IMG" hello1 echo hello
     [[ $status == 0 ]]
     [[ $output == hello ]]
@@ -192,7 +194,7 @@ wait_status() { # ID STATUS
 }
 
 @test "--rm is carried out by the daemon even when the client dies" {
-    $BERTH run --rm "$IMG" orphan1 sleep 1 >/dev/null 2>&1 &
+    $BERTH run --rm "$IMG" orphan1 sleep 3 >/dev/null 2>&1 &
     local pid=$!
     wait_status orphan1 RUNNING
     kill -KILL "$pid"
@@ -201,9 +203,11 @@ wait_status() { # ID STATUS
 }
 
 @test "detached task: ls, exec, pause/resume, metrics, ps, kill 143, rm" {
+    local subs
+    subs=$(berth_subscribers)
     berth events --format json /tasks/ >"$BERTH_TEST_DIR/events.json" 2>/dev/null &
     local evpid=$!
-    sleep 0.3
+    berth_wait_subscribed "$subs"
     run berth run -d "$IMG" det1 sh -c 'trap "exit 143" TERM; sleep 600 & wait'
     [[ $status == 0 ]]
     [[ $(task_status det1) == RUNNING ]]
@@ -256,7 +260,7 @@ wait_status() { # ID STATUS
     assert_gone det1
 
     # Events in containerd's order; the exit exactly once, before the delete.
-    sleep 0.3
+    berth_wait_for 5 eval "jq -e 'select(.event.container_id == \"det1\" and .topic == \"/tasks/delete\")' $BERTH_TEST_DIR/events.json"
     kill "$evpid"
     local topics
     topics=$(jq -r 'select(.event.container_id == "det1") | .topic' "$BERTH_TEST_DIR/events.json" | tr '\n' ' ')
@@ -289,9 +293,11 @@ wait_status() { # ID STATUS
 }
 
 @test "a container over its memory limit is OOM-killed: status 137 and /tasks/oom" {
+    local subs
+    subs=$(berth_subscribers)
     berth events --format json /tasks/ >"$BERTH_TEST_DIR/events-oom.json" 2>/dev/null &
     local evpid=$!
-    sleep 0.3
+    berth_wait_subscribed "$subs"
     # busybox sh doubles a string until the 16 MiB limit (no swap here, or
     # swap limited with it) has the kernel kill it.
     berth run -d --memory-limit 16m "$IMG" oom1 sh -c 'x=aaaaaaaa; while :; do x=$x$x; done'

@@ -378,7 +378,7 @@ s.bind("\0berth-abstract-selfcheck-%d" % __import__("os").getpid())
 s.listen(1)
 time.sleep(30)' &
     BG_PIDS+=($!)
-    sleep 0.5
+    berth_wait_for 20 eval 'abstract_sockets_of "${BG_PIDS[0]}" | grep -q berth-abstract-selfcheck'
     run abstract_sockets_of "${BG_PIDS[0]}"
     echo "$output"
     [[ $output == *"@berth-abstract-selfcheck"* ]]

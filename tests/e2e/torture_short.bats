@@ -742,7 +742,8 @@ metadata_baseline_intact() {
     berth_rpc call images.create "$(img_params tx-b docker.io/b/img:1 rid-b-1)" >"$BERTH_TEST_DIR/b.out" 2>&1 3>&- &
     pb=$!
     BG_PIDS+=($pb)
-    sleep 0.3
+    # B is in the plugin (A and B in flight) before the kill.
+    berth_wait_for 20 eval '(($(plugin_field metadata in_flight) >= 2))'
     kill_at metadata metadata.txn.before_commit 1
     # A was not acknowledged and is not applied, neither of its records.
     wait_fails "$pa"

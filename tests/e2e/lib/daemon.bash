@@ -59,6 +59,20 @@ berth_wait_for() {
     done
 }
 
+# berth_subscribers: how many event subscriptions the daemon has accepted
+# (logged at debug, the test daemons' level).
+berth_subscribers() {
+    grep -c 'msg="events subscriber"' "$BERTH_LOG" || true
+}
+
+# berth_wait_subscribed BEFORE: waits until a subscription was accepted
+# after BERTH_SUBSCRIBERS was BEFORE, i.e. a background `berth events` is
+# listening and will see what happens next.
+berth_wait_subscribed() {
+    local before=$1
+    berth_wait_for 20 eval '(($(berth_subscribers) > before))'
+}
+
 berth_plugin_pid() {
     berth_rpc call plugins.list "{\"id\": \"$1\"}" | jq -r '.plugins[0].pid'
 }

@@ -591,8 +591,8 @@ static void handle_record(berth_req_t *r, const msgpack_object *params)
     uv_timer_init(berth_plugin_loop(berth_req_plugin(r)), &rc->timer);
     rc->timer.data = rc;
     uv_timer_start(&rc->timer, record_timer, rc->delay_ms, 0);
-    berth_log(BERTH_LOG_INFO, "msg=\"request started\" method=echo.record key=%s name=%s",
-              rc->key, rc->name);
+    berth_log(BERTH_LOG_INFO, "msg=\"request started\" method=echo.record key=%s name=%s", rc->key,
+              rc->name);
 }
 
 static const berth_method_t methods[] = {

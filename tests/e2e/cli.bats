@@ -269,7 +269,7 @@ complete_words() {
     EVENTS_PID=$!
     berth_wait_subscribed "$subs"
     $BERTH plugins restart "$id"
-    for _ in $(seq 50); do
+    for _ in $(seq 200); do
         grep -q "/plugins/" "$BERTH_TEST_TMP/events.out" && break
         sleep 0.1
     done
@@ -296,7 +296,7 @@ complete_words() {
     EVENTS_PID=$!
     berth_wait_subscribed "$subs"
     $BERTH plugins restart "$id"
-    for _ in $(seq 50); do
+    for _ in $(seq 200); do
         [[ -s $BERTH_TEST_TMP/events.json ]] && break
         sleep 0.1
     done

@@ -41,7 +41,7 @@ setup_file() {
     python3 "$BATS_TEST_DIRNAME/tools/fake_registry.py" "$FIX/bad2" "$FIX/fake3.port" \
         >"$FIX/fake3.log" 2>&1 &
     echo $! >"$FIX/fake3.pid"
-    for _ in $(seq 50); do
+    for _ in $(seq 300); do
         [[ -f $FIX/fake.port && -f $FIX/fake2.port && -f $FIX/fake3.port ]] && break
         sleep 0.1
     done
@@ -62,7 +62,7 @@ state = "$CTRD/state"
 EOF
         containerd --config "$CTRD/config.toml" >"$CTRD/log" 2>&1 &
         echo $! >"$CTRD/pid"
-        for _ in $(seq 100); do ctr -a "$CTRD/c.sock" version >/dev/null 2>&1 && break; sleep 0.1; done
+        for _ in $(seq 300); do ctr -a "$CTRD/c.sock" version >/dev/null 2>&1 && break; sleep 0.1; done
     fi
     berth_start_daemon "${BERTH_E2E_PLUGINS:-{\}}"
     berth_save_daemon "$FIX/daemon.env"

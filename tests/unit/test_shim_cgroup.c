@@ -156,6 +156,20 @@ static void test_dir_hybrid(void **state)
     assert_dir(hy_cgroup, hy_mountinfo, "hugetlb", NULL);
     /* The v1 "name=systemd" line is not the unified one. */
     assert_dir("1:name=systemd:/x\n", hy_mountinfo, NULL, NULL);
+    /* cgroup2 mounted over /sys/fs/cgroup afterwards: every hierarchy
+     * below it is hidden; the unified cgroup is found on the top mount. */
+    char over[sizeof(hy_mountinfo) + 128];
+    snprintf(over, sizeof(over), "%s%s", hy_mountinfo,
+             "90 31 0:38 / /sys/fs/cgroup rw,relatime - cgroup2 cgroup2 rw\n");
+    assert_dir(hy_cgroup, over, "memory", NULL);
+    assert_dir(hy_cgroup, over, "pids", NULL);
+    assert_dir(hy_cgroup, over, NULL, "/sys/fs/cgroup/berth/default/c1");
+    /* A later mount beside (not above) a hierarchy hides nothing, nor does
+     * a later "/" or a longer name sharing a prefix. */
+    snprintf(over, sizeof(over), "%s%s", hy_mountinfo,
+             "91 31 0:50 / /sys/fs/cgroup/memory2 rw - tmpfs tmpfs rw\n"
+             "92 1 0:51 / / rw - ext4 /dev/root rw\n");
+    assert_dir(hy_cgroup, over, "memory", "/sys/fs/cgroup/memory/berth/default/c1");
 }
 
 static void test_dir_shared_hierarchy(void **state)
@@ -349,17 +363,23 @@ static void test_stats_v1(void **state)
 }
 
 /* The texts with every mount point inside tmp. */
-static void stats_from(const char *cg, const char *mi_fmt, shim_cgstats_t *s, int want)
+static void stats_from_mode(const char *cg, const char *mi_fmt, bool unified, shim_cgstats_t *s,
+                            int want)
 {
     char mi[4096];
-    snprintf(mi, sizeof(mi), mi_fmt, tmp, tmp, tmp, tmp);
+    snprintf(mi, sizeof(mi), mi_fmt, tmp, tmp, tmp, tmp, tmp);
     berth_error_t *err = NULL;
-    int r = shim_cgroup_stats_from(cg, mi, s, &err);
+    int r = shim_cgroup_stats_from(cg, mi, unified, s, &err);
     if (r != want)
         fail_msg("stats_from returned %d (%s)", r, err ? err->message : "no error");
     if (r < 0)
         assert_non_null(err);
     berth_error_free(&err);
+}
+
+static void stats_from(const char *cg, const char *mi_fmt, shim_cgstats_t *s, int want)
+{
+    stats_from_mode(cg, mi_fmt, false, s, want);
 }
 
 static void test_stats_from(void **state)
@@ -388,6 +408,27 @@ static void test_stats_from(void **state)
     assert_int_equal(s.cpu_usage_ns, 8885817);
     assert_int_equal(s.n_percpu, 2);
     assert_int_equal(s.mem_cache, 1847296);
+
+    /* Unified mode (/sys/fs/cgroup is cgroup2) on a kernel that still has
+     * v1 hierarchies: runc put the container in v2 only, so v2 it is. */
+    stats_from_mode(hy_cgroup, hy, true, &s, 0);
+    assert_int_equal(s.version, 2);
+    assert_int_equal(s.cpu_usage_ns, 1000);
+    assert_false(s.has_memory);
+
+    /* A cgroup2 file system mounted over the hybrid /sys/fs/cgroup (as
+     * tests/e2e/cgroup2.bats does): the v1 hierarchies under it are hidden,
+     * the top mount is the unified one. */
+    mkdirs("top/berth/default/c1");
+    put("top/berth/default/c1", "cpu.stat", "usage_usec 7\nuser_usec 5\nsystem_usec 2\n");
+    const char shadowed[] = "35 31 0:32 / %s/top/memory rw - cgroup cgroup rw,memory\n"
+                            "33 31 0:30 / %s/top/cpuacct rw - cgroup cgroup rw,cpuacct\n"
+                            "39 31 0:36 / %s/top/pids rw - cgroup cgroup rw,pids\n"
+                            "41 31 0:38 / %s/top/unified rw - cgroup2 cgroup2 rw\n"
+                            "90 31 0:38 / %s/top rw - cgroup2 cgroup2 rw\n";
+    stats_from(hy_cgroup, shadowed, &s, 0);
+    assert_int_equal(s.version, 2);
+    assert_int_equal(s.cpu_usage_ns, 7000);
 
     /* Nothing mounted, or the cgroup is gone. */
     stats_from(hy_cgroup, "22 1 259:1 / / rw - ext4 /dev/root rw\n", &s, -1);

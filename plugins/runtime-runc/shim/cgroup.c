@@ -9,12 +9,14 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <linux/magic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/inotify.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 #include "cgroup.h"
@@ -207,6 +209,51 @@ static int proc_cgroup_path(const char *text, const char *ctrl, char *rel, size_
     return -1;
 }
 
+/* Splits a mountinfo line into its space-separated fields. */
+static int mi_fields(const char *l, size_t ll, const char **f, size_t *fl, int max)
+{
+    int nf = 0;
+    for (const char *p = l, *end = l + ll; p < end && nf < max;) {
+        while (p < end && *p == ' ')
+            p++;
+        if (p == end)
+            break;
+        const char *s = p;
+        while (p < end && *p != ' ')
+            p++;
+        f[nf] = s;
+        fl[nf++] = (size_t)(p - s);
+    }
+    return nf;
+}
+
+/* Whether a mount listed after `from` (mountinfo lists a mount after the
+ * one it covers) sits at `mnt` or at a directory above it: then the
+ * hierarchy at `mnt` is hidden, as when a cgroup2 file system is mounted
+ * over a hybrid host's /sys/fs/cgroup. */
+static bool mi_shadowed(const char *from, const char *mnt)
+{
+    size_t ml = strlen(mnt);
+    for (const char *l = from; l && *l;) {
+        const char *eol = strchr(l, '\n');
+        size_t ll = eol ? (size_t)(eol - l) : strlen(l);
+        const char *f[6];
+        size_t fl[6];
+        char m[PATH_MAX];
+        if (mi_fields(l, ll, f, fl, 6) >= 5 && unescape(f[4], fl[4], m, sizeof(m)) == 0) {
+            size_t n = strlen(m);
+            while (n > 1 && m[n - 1] == '/')
+                m[--n] = 0;
+            /* (A later "/" is not taken to cover everything.) */
+            if (strcmp(m, "/") != 0 && n <= ml && memcmp(m, mnt, n) == 0 &&
+                (mnt[n] == 0 || mnt[n] == '/'))
+                return true;
+        }
+        l = eol ? eol + 1 : NULL;
+    }
+    return false;
+}
+
 int shim_cgroup_dir_from(const char *proc_cgroup, const char *mountinfo, const char *ctrl,
                          char *out, size_t n)
 {
@@ -220,18 +267,7 @@ int shim_cgroup_dir_from(const char *proc_cgroup, const char *mountinfo, const c
          * source superoptions */
         const char *f[24];
         size_t fl[24];
-        int nf = 0;
-        for (const char *p = l, *end = l + ll; p < end && nf < 24;) {
-            while (p < end && *p == ' ')
-                p++;
-            if (p == end)
-                break;
-            const char *s = p;
-            while (p < end && *p != ' ')
-                p++;
-            f[nf] = s;
-            fl[nf++] = (size_t)(p - s);
-        }
+        int nf = mi_fields(l, ll, f, fl, 24);
         l = eol ? eol + 1 : NULL;
         int dash = -1;
         for (int i = 6; i < nf; i++)
@@ -269,6 +305,8 @@ int shim_cgroup_dir_from(const char *proc_cgroup, const char *mountinfo, const c
         size_t ml = strlen(mnt);
         if (ml > 1 && mnt[ml - 1] == '/')
             mnt[--ml] = 0;
+        if (mi_shadowed(l, mnt))
+            continue;
         int w = snprintf(out, n, "%s%s", strcmp(mnt, "/") == 0 && *suffix ? "" : mnt, suffix);
         if (w < 0 || (size_t)w >= n)
             return -1;
@@ -367,13 +405,22 @@ int shim_cgroup_stats_v2(const char *dir, shim_cgstats_t *s)
     return s->has_memory || s->has_cpu || s->has_pids ? 0 : -1;
 }
 
-int shim_cgroup_stats_from(const char *proc_cgroup, const char *mountinfo, shim_cgstats_t *s,
-                           berth_error_t **err)
+bool shim_cgroup_unified_mode(void)
+{
+    struct statfs st;
+    return statfs("/sys/fs/cgroup", &st) == 0 && st.f_type == CGROUP2_SUPER_MAGIC;
+}
+
+int shim_cgroup_stats_from(const char *proc_cgroup, const char *mountinfo, bool unified,
+                           shim_cgstats_t *s, berth_error_t **err)
 {
     char mem[PATH_MAX], cpu[PATH_MAX], pids[PATH_MAX];
-    bool hm = shim_cgroup_dir_from(proc_cgroup, mountinfo, "memory", mem, sizeof(mem)) == 0;
-    bool hc = shim_cgroup_dir_from(proc_cgroup, mountinfo, "cpuacct", cpu, sizeof(cpu)) == 0;
-    bool hp = shim_cgroup_dir_from(proc_cgroup, mountinfo, "pids", pids, sizeof(pids)) == 0;
+    bool hm =
+        !unified && shim_cgroup_dir_from(proc_cgroup, mountinfo, "memory", mem, sizeof(mem)) == 0;
+    bool hc =
+        !unified && shim_cgroup_dir_from(proc_cgroup, mountinfo, "cpuacct", cpu, sizeof(cpu)) == 0;
+    bool hp =
+        !unified && shim_cgroup_dir_from(proc_cgroup, mountinfo, "pids", pids, sizeof(pids)) == 0;
     if (hm || hc || hp) {
         if (shim_cgroup_stats_v1(hm ? mem : NULL, hc ? cpu : NULL, hp ? pids : NULL, s) == 0)
             return 0;
@@ -418,7 +465,7 @@ int shim_cgroup_stats(pid_t pid, shim_cgstats_t *s, berth_error_t **err)
     memset(s, 0, sizeof(*s));
     if (proc_texts(pid, &cg, &mi, err) < 0)
         return -1;
-    int r = shim_cgroup_stats_from(cg, mi, s, err);
+    int r = shim_cgroup_stats_from(cg, mi, shim_cgroup_unified_mode(), s, err);
     free(cg);
     free(mi);
     if (r < 0)
@@ -486,7 +533,8 @@ int shim_cgroup_oom_watch(pid_t pid, bool *v2, char **events_path, berth_error_t
     if (proc_texts(pid, &cg, &mi, err) < 0)
         return -1;
     int r = -1;
-    if (shim_cgroup_dir_from(cg, mi, "memory", dir, sizeof(dir)) == 0) {
+    if (!shim_cgroup_unified_mode() &&
+        shim_cgroup_dir_from(cg, mi, "memory", dir, sizeof(dir)) == 0) {
         *v2 = false;
         r = shim_cgroup_oom_watch_dir(dir, false, events_path, err);
     } else if (shim_cgroup_dir_from(cg, mi, NULL, dir, sizeof(dir)) == 0) {

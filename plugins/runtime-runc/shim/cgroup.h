@@ -48,11 +48,17 @@ int shim_cgroup_stats_v1(const char *memory_dir, const char *cpuacct_dir, const 
  * when none of memory.current, cpu.stat, pids.current could be read. */
 int shim_cgroup_stats_v2(const char *dir, shim_cgstats_t *out);
 
-/** Statistics of the cgroup described by the two texts: v1 when the
- * memory, cpuacct or pids controller is on a v1 hierarchy (so v1 wins on a
- * hybrid host), else v2. */
-int shim_cgroup_stats_from(const char *proc_cgroup, const char *mountinfo, shim_cgstats_t *out,
-                           berth_error_t **err);
+/** Whether /sys/fs/cgroup is a cgroup2 file system: runc's test for
+ * "unified mode", in which it puts containers in v2 cgroups only, even
+ * where v1 hierarchies exist in the kernel (and in /proc/<pid>/cgroup). */
+bool shim_cgroup_unified_mode(void);
+
+/** Statistics of the cgroup described by the two texts: in unified mode
+ * v2; else v1 when the memory, cpuacct or pids controller is on a mounted
+ * v1 hierarchy (so v1 wins on a hybrid host), else v2. A hierarchy mounted
+ * under a later mount (mountinfo order) is hidden and not used. */
+int shim_cgroup_stats_from(const char *proc_cgroup, const char *mountinfo, bool unified,
+                           shim_cgstats_t *out, berth_error_t **err);
 
 /** Reads the stats of the cgroup `pid` lives in. */
 int shim_cgroup_stats(pid_t pid, shim_cgstats_t *out, berth_error_t **err);

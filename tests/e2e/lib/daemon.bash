@@ -115,7 +115,9 @@ berth_start_daemon() {
         echo "berth_start_daemon: bad JSON in plugins ($plugins_json) or BERTH_CONFIG_EXTRA" >&2
         return 1
     fi
-    "$BERTH_BIN/berthd" --config "$BERTH_CONFIG" >"$BERTH_LOG" 2>&1 &
+    # BERTH_DAEMON_WRAP: a program that execs its arguments (same pid) in
+    # a changed environment, e.g. tests/e2e/tools/in_cgroup2.sh.
+    ${BERTH_DAEMON_WRAP:-} "$BERTH_BIN/berthd" --config "$BERTH_CONFIG" >"$BERTH_LOG" 2>&1 &
     BERTH_PID=$!
     export BERTH_PID
     if ! berth_wait_for 10 berth_rpc call version; then

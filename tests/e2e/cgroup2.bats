@@ -104,7 +104,7 @@ assert_gone() {
     assert_gone v2a
 }
 
-@test "detached task in v2: metrics from cpu.stat, pause freezes the cgroup, kill 137, rm removes it" {
+@test "detached task in v2: ps, exec joins the cgroup, metrics from cpu.stat, pause freezes it, kill 137, rm removes it" {
     run berth run -d "$IMG" v2b sh -c 'i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done; sleep 600'
     [[ $status == 0 ]]
     wait_status v2b RUNNING
@@ -120,6 +120,11 @@ assert_gone() {
     local usec
     usec=$(awk '$1 == "cpu.usage_usec" {print $2}' <<<"$output")
     ((usec > 0))
+    # ps lists the cgroup's processes; an exec joins the cgroup.
+    run berth tasks ps v2b
+    [[ $status == 0 && $output == *"$pid"* ]]
+    run berth tasks exec --exec-id e1 v2b sh -c 'grep "^0::" /proc/self/cgroup'
+    [[ $status == 0 && $output == "0::${RT_CGROUP_PARENT}/default/v2b" ]]
     # Pause and resume through cgroup.freeze.
     berth tasks pause v2b
     [[ $(task_field v2b status) == PAUSED ]]

@@ -147,8 +147,10 @@ ctr_() { ctr -a "$CTRD/c.sock" "$@"; }
     [[ $output != *"config-sha256:"*": done"* ]]
     [[ $output != *"unpacking"* ]]
     [[ $output == *"layer-sha256:"*": exists"* ]]
+    # No pathological wait (no timeout or retry): bench/bench_pull.sh
+    # measures the speed (15 ms here); this only has to hold on a loaded CI.
     echo "second pull took $(((t1 - t0) / 1000000)) ms"
-    [ $(((t1 - t0) / 1000000)) -lt 500 ]
+    [ $(((t1 - t0) / 1000000)) -lt 2000 ]
 }
 
 @test "references as users type them; invalid ones are rejected with the reason" {

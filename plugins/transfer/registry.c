@@ -1007,6 +1007,19 @@ static void on_easy_done(xfer_rreq_t *q, CURLcode rc)
         if (rc == CURLE_PEER_FAILED_VERIFICATION || rc == CURLE_SSL_CONNECT_ERROR)
             berth_error_wrap(&e, "TLS verification failed (use --skip-verify or --plain-http for "
                                  "a registry without a valid certificate)");
+        if (rc == CURLE_COULDNT_CONNECT || rc == CURLE_COULDNT_RESOLVE_HOST ||
+            rc == CURLE_COULDNT_RESOLVE_PROXY || rc == CURLE_OPERATION_TIMEDOUT) {
+            /* The registry, not berth, is out of reach: say so (the CLI's
+             * generic advice for `unavailable` points at berth's plugins). */
+            berth_error_t *h = NULL;
+            berth_error_set(&h, e->code,
+                            "%s \xe2\x80\x94 check the registry's host name and port, that it is "
+                            "up and that berthd's host reaches it (proxy variables in berthd's "
+                            "environment)",
+                            e->message);
+            berth_error_free(&e);
+            e = h;
+        }
         if (!next_host(q, &e))
             finish(q, &e);
         return;

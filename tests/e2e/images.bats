@@ -322,6 +322,20 @@ ctr_() { ctr -a "$CTRD/c.sock" "$@"; }
     [ -z "$output" ]
 }
 
+@test "a registry nobody listens on: retried, then an error that points at the registry" {
+    # Port 1 (tcpmux) is closed on any test host.
+    run berth -n noreg images pull --plain-http 127.0.0.1:1/none/img:1
+    echo "$output"
+    [ "$status" -eq 1 ]
+    [[ $output == *"http://127.0.0.1:1/v2/none/img/manifests/1"* ]]
+    [[ $output == *"check the registry's host name and port, that it is up"* ]]
+    # Not the advice for berth's own plugins being down.
+    [[ $output != *"berth plugins ls"* ]]
+    grep -q 'msg="retrying".*127.0.0.1:1/v2/none/img/manifests/1' "$BERTH_LOG"
+    run berth -n noreg images ls -q
+    [ -z "$output" ]
+}
+
 @test "bad registry: 500 then success is retried; token auth works" {
     run berth -n flaky images pull --plain-http "$FAKE2/flaky/img:1"
     [ "$status" -eq 0 ] || { echo "$output"; false; }

@@ -354,7 +354,7 @@ wait_status() { # ID STATUS
     # then kill the plugin: nobody was listening when rt2 exited.
     kill -STOP "$rp"
     kill -TERM "$pid2"
-    berth_wait_for 10 bash -c "! kill -0 $pid2"
+    berth_wait_for 10 berth_pid_gone "$pid2"
     kill -KILL "$rp"
     berth_wait_for 20 runtime_restarted "$rp"
     berth_wait_for 20 berth__ready
@@ -397,7 +397,7 @@ wait_status() { # ID STATUS
     kill -KILL "$spid"
     wait_status ghost1 STOPPED
     [[ $(task_field ghost1 exit_status) == 137 ]]
-    berth_wait_for 10 bash -c "! kill -0 $cpid"
+    berth_wait_for 10 berth_pid_gone "$cpid"
     berth tasks rm ghost1
     berth containers rm ghost1
     assert_gone ghost1

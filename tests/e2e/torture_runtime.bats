@@ -58,11 +58,6 @@ shim_fp_hit() { # ID NAME: in the shim's own log
     grep -q "msg=\"failpoint hit\" failpoint=$2 " "$BERTH_STATE/runtime/default/$1/shim.log" 2>/dev/null
 }
 
-# Gone, or a zombie its new parent has not reaped yet (kill -0 succeeds on it).
-dead_or_zombie() { # PID
-    ! kill -0 "$1" 2>/dev/null || [[ $(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) == Z ]]
-}
-
 # berthd again on the same root and state, without failpoints.
 start_berthd_again() {
     unset BERTH_FAILPOINTS
@@ -158,7 +153,7 @@ container_usable() { # ID
     [ "$st" -ne 0 ]
     no_task_leftovers sh1
     # runc's init of the half-made container is gone too.
-    ! kill -0 "$init" 2>/dev/null
+    berth_wait_for 10 berth_pid_gone "$init"
     # Only the shim died: the runtime plugin kept running.
     [ "$(plugin_field runtime-runc pid)" = "$rt" ]
     # With the failpoint still armed every create would pause: without it now.
@@ -180,7 +175,7 @@ container_usable() { # ID
     kill -9 "$old"
     wait "$old" 2>/dev/null || true
     for p in "${kids[@]}"; do
-        berth_wait_for 15 dead_or_zombie "$p" || {
+        berth_wait_for 15 berth_pid_gone "$p" || {
             echo "pid $p survived berthd:"
             grep -E "^(Name|Tgid|Pid|PPid|State)" "/proc/$p/status" || true; tr "\\0" " " <"/proc/$p/cmdline" || true; echo
             cat "/proc/$p/stack" 2>/dev/null || true

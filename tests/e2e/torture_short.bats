@@ -184,7 +184,7 @@ restart_berthd_hard() {
     kill -9 "$old"
     wait "$old" 2>/dev/null || true
     for p in "${kids[@]}"; do
-        berth_wait_for 15 bash -c "! kill -0 $p 2>/dev/null" || {
+        berth_wait_for 15 berth_pid_gone "$p" || {
             echo "plugin pid $p survived berthd"
             return 1
         }

@@ -73,6 +73,13 @@ berth_wait_subscribed() {
     berth_wait_for 20 eval '(($(berth_subscribers) > before))'
 }
 
+# berth_pid_gone PID: the process exited — gone, or a zombie its new parent
+# has not reaped yet (kill -0 succeeds on a zombie; an orphan's new parent,
+# PID 1, may reap it seconds later: this VM's init reaps every ~2 s).
+berth_pid_gone() {
+    ! kill -0 "$1" 2>/dev/null || [[ $(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) == [ZX] ]]
+}
+
 berth_plugin_pid() {
     berth_rpc call plugins.list "{\"id\": \"$1\"}" | jq -r '.plugins[0].pid'
 }

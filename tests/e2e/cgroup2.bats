@@ -14,6 +14,8 @@
 bats_require_minimum_version 1.5.0
 
 load lib/daemon.bash
+# shellcheck source=lib/runtime.bash
+source "$BATS_TEST_DIRNAME/lib/runtime.bash"
 
 WRAP=$BATS_TEST_DIRNAME/tools/in_cgroup2.sh
 
@@ -30,16 +32,10 @@ setup_file() {
     [[ -x /bin/busybox ]] || skip "busybox-static not installed (scripts/install-deps.sh)"
     [[ $(v2 stat -f -c %T /sys/fs/cgroup 2>&1) == cgroup2fs ]] ||
         skip "cannot mount cgroup2 in a private mount namespace here: $(v2 true 2>&1)"
-    source "$BATS_TEST_DIRNAME/lib/registry.bash"
     export RT_CGROUP_PARENT=/berth-e2e-v2-$$
     export BERTH_DAEMON_WRAP=$WRAP
     berth_start_daemon "{\"gc\": {\"enabled\": false}, \"runtime-runc\": {\"config\": {\"cgroup_parent\": \"$RT_CGROUP_PARENT\"}}}"
-    registry_build_image "$BERTH_TEST_DIR/img" 1
-    tar -C "$BERTH_TEST_DIR/img" -cf "$BERTH_TEST_DIR/img.tar" .
-    berth images import --base-name busybox "$BERTH_TEST_DIR/img.tar" >/dev/null
-    IMG=$(berth images ls -q | head -n 1)
-    [[ -n $IMG ]]
-    export IMG
+    rt_import_busybox "$BERTH_TEST_DIR"
 }
 
 teardown_file() {
@@ -59,18 +55,6 @@ teardown() {
         berth_dump_log 80
         berth tasks ls || true
     fi
-}
-
-task_field() { # ID FIELD
-    berth tasks ls --format json | jq -r --arg id "$1" ".[] | select(.id == \$id) | .$2"
-}
-
-status_is() { # ID STATUS
-    [[ $(task_field "$1" status) == "$2" ]]
-}
-
-wait_status() { # ID STATUS
-    berth_wait_for 10 status_is "$1" "$2"
 }
 
 # cg ID FILE: a file of container ID's v2 cgroup (as berthd sees it).

@@ -200,11 +200,8 @@ need_image_stack() {
 
 @test "berth gc runs a collection, prints what it freed, --status and /gc/run report it" {
     start
-    local subs
-    subs=$(berth_subscribers)
-    berth events >"$T/events" 2>&1 &
-    BG_PIDS+=($!)
-    berth_wait_subscribed "$subs"
+    berth_events_start "$T/events"
+    BG_PIDS+=("$BERTH_EVENTS_PID")
     run berth gc
     [ "$status" -eq 0 ]
     [[ $output == *"content deleted:    0"* ]]

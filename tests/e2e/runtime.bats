@@ -7,23 +7,19 @@
 # imported with `berth images import`.
 
 load lib/daemon.bash
+# shellcheck source=lib/runtime.bash
+source "$BATS_TEST_DIRNAME/lib/runtime.bash"
 
 setup_file() {
     berth_require_root
     command -v runc >/dev/null || skip "runc not installed (scripts/install-deps.sh)"
     command -v umoci >/dev/null || skip "umoci not installed (scripts/install-deps.sh)"
     [[ -x /bin/busybox ]] || skip "busybox-static not installed (scripts/install-deps.sh)"
-    source "$BATS_TEST_DIRNAME/lib/registry.bash"
     # A cgroup parent of our own: other daemons on this host (parallel test
     # runs) may use the same container ids.
     export RT_CGROUP_PARENT=/berth-e2e-$$
     berth_start_daemon "{\"gc\": {\"enabled\": false}, \"runtime-runc\": {\"config\": {\"cgroup_parent\": \"$RT_CGROUP_PARENT\"}}}"
-    registry_build_image "$BERTH_TEST_DIR/img" 2
-    tar -C "$BERTH_TEST_DIR/img" -cf "$BERTH_TEST_DIR/img.tar" .
-    berth images import --base-name busybox "$BERTH_TEST_DIR/img.tar" >/dev/null
-    IMG=$(berth images ls -q | head -n 1)
-    [[ -n $IMG ]]
-    export IMG
+    rt_import_busybox "$BERTH_TEST_DIR" 2
 }
 
 teardown_file() {
@@ -76,32 +72,15 @@ assert_gone() {
     done
 }
 
-task_field() { # ID FIELD
-    berth tasks ls --format json | jq -r --arg id "$1" ".[] | select(.id == \$id) | .$2"
-}
-
-task_status() { task_field "$1" status; }
-
 runtime_restarted() { # OLD-PID
     local p
     p=$(berth_plugin_pid runtime-runc)
     [[ -n $p && $p != null && $p != "$1" ]]
 }
 
-status_is() { # ID STATUS
-    [[ $(task_status "$1") == "$2" ]]
-}
-
-wait_status() { # ID STATUS
-    berth_wait_for 10 status_is "$1" "$2"
-}
-
 @test "run --rm echo hello prints hello, exits 0 and leaves nothing" {
-    local subs
-    subs=$(berth_subscribers)
-    berth events --format json /tasks/ >"$BERTH_TEST_DIR/events-hello.json" 2>/dev/null &
-    local ev=$!
-    berth_wait_subscribed "$subs"
+    berth_events_start "$BERTH_TEST_DIR/events-hello.json" --format json /tasks/
+    local ev=$BERTH_EVENTS_PID
     run berth run --rm "$IMG" hello1 echo hello
     [[ $status == 0 ]]
     [[ $output == hello ]]
@@ -203,11 +182,8 @@ wait_status() { # ID STATUS
 }
 
 @test "detached task: ls, exec, pause/resume, metrics, ps, kill 143, rm" {
-    local subs
-    subs=$(berth_subscribers)
-    berth events --format json /tasks/ >"$BERTH_TEST_DIR/events.json" 2>/dev/null &
-    local evpid=$!
-    berth_wait_subscribed "$subs"
+    berth_events_start "$BERTH_TEST_DIR/events.json" --format json /tasks/
+    local evpid=$BERTH_EVENTS_PID
     run berth run -d "$IMG" det1 sh -c 'trap "exit 143" TERM; sleep 600 & wait'
     [[ $status == 0 ]]
     [[ $(task_status det1) == RUNNING ]]
@@ -293,11 +269,8 @@ wait_status() { # ID STATUS
 }
 
 @test "a container over its memory limit is OOM-killed: status 137 and /tasks/oom" {
-    local subs
-    subs=$(berth_subscribers)
-    berth events --format json /tasks/ >"$BERTH_TEST_DIR/events-oom.json" 2>/dev/null &
-    local evpid=$!
-    berth_wait_subscribed "$subs"
+    berth_events_start "$BERTH_TEST_DIR/events-oom.json" --format json /tasks/
+    local evpid=$BERTH_EVENTS_PID
     # busybox sh doubles a string until the 16 MiB limit (no swap here, or
     # swap limited with it) has the kernel kill it.
     berth run -d --memory-limit 16m "$IMG" oom1 sh -c 'x=aaaaaaaa; while :; do x=$x$x; done'

@@ -43,10 +43,6 @@ status_field() { # PID FIELD (from /proc/PID/status)
     awk -v f="$2:" '$1 == f {print $2}' /proc/"$1"/status
 }
 
-task_field() { # ID FIELD
-    berth tasks ls --format json | jq -r --arg id "$1" ".[] | select(.id == \$id) | .$2"
-}
-
 @test "every thread of berth-runtime-runc runs under seccomp; the launcher and the shims do not" {
     rt_start
     # A container makes the plugin start its thread pool (threads created

@@ -74,10 +74,6 @@ restart_berthd() {
     start_berthd_again
 }
 
-task_status() {
-    berth tasks ls --format json | jq -r --arg id "$1" '.[] | select(.id == $id) | .status'
-}
-
 # Nothing of the task $1 is left (the container record may stay).
 no_task_leftovers() { # ID
     local id=$1 c

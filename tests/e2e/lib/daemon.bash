@@ -80,6 +80,18 @@ berth_pid_gone() {
     ! kill -0 "$1" 2>/dev/null || [[ $(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) == [ZX] ]]
 }
 
+# berth_events_start OUT [ARGS...]: `berth events ARGS` in the background,
+# printing to OUT (stderr to OUT.err), already subscribed when this returns; its pid in
+# BERTH_EVENTS_PID.
+berth_events_start() {
+    local out=$1 subs
+    shift
+    subs=$(berth_subscribers)
+    "$BERTH_BIN/berth" -a "$BERTH_SOCK" events "$@" >"$out" 2>"$out.err" &
+    BERTH_EVENTS_PID=$!
+    berth_wait_subscribed "$subs"
+}
+
 berth_plugin_pid() {
     berth_rpc call plugins.list "{\"id\": \"$1\"}" | jq -r '.plugins[0].pid'
 }

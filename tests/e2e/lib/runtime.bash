@@ -46,20 +46,41 @@ rt_kill_containers() {
     done
 }
 
-# Starts berthd (no gc) and imports the busybox image; sets IMG.
-rt_start() {
-    DAEMON_STARTED=1
-    berth_start_daemon "{\"gc\": {\"enabled\": false}, \"runtime-runc\": {\"config\": {\"cgroup_parent\": \"$RT_CGROUP_PARENT\"}}}"
-    local tar=$FIX/img.tar
+# Imports a busybox-static image of LAYERS layers (built once into DIR with
+# umoci) into the running berthd; sets and exports IMG.
+rt_import_busybox() { # DIR [LAYERS]
+    local dir=$1 tar=$1/img.tar
     if [[ ! -f $tar ]]; then
         # shellcheck source=/dev/null
         source "$BATS_TEST_DIRNAME/lib/registry.bash"
-        registry_build_image "$FIX/img" 1
-        tar -C "$FIX/img" -cf "$tar" .
+        registry_build_image "$dir/img" "${2:-1}"
+        tar -C "$dir/img" -cf "$tar" .
     fi
     berth images import --base-name busybox "$tar" >/dev/null
     IMG=$(berth images ls -q | head -n 1)
     [[ -n $IMG ]]
+    export IMG
+}
+
+# Starts berthd (no gc) and imports the busybox image; sets IMG.
+rt_start() {
+    DAEMON_STARTED=1
+    berth_start_daemon "{\"gc\": {\"enabled\": false}, \"runtime-runc\": {\"config\": {\"cgroup_parent\": \"$RT_CGROUP_PARENT\"}}}"
+    rt_import_busybox "$FIX"
+}
+
+task_field() { # ID FIELD (of `berth tasks ls --format json`; empty if no task)
+    berth tasks ls --format json | jq -r --arg id "$1" ".[] | select(.id == \$id) | .$2"
+}
+
+task_status() { task_field "$1" status; }
+
+status_is() { # ID STATUS
+    [[ $(task_status "$1") == "$2" ]]
+}
+
+wait_status() { # ID STATUS
+    berth_wait_for 10 status_is "$1" "$2"
 }
 
 plugin_field() { # ID FIELD

@@ -66,15 +66,7 @@ cg() {
 # runc state, and its v2 cgroup.
 assert_gone() {
     local id=$1
-    run berth containers ls -q
-    ! grep -qx -- "$id" <<<"$output"
-    run berth tasks ls -q
-    ! grep -qx -- "$id" <<<"$output"
-    run berth snapshots ls
-    ! awk '{print $1}' <<<"$output" | grep -qx -- "$id"
-    [[ ! -e $BERTH_STATE/runtime/default/$id ]]
-    [[ ! -e $BERTH_STATE/fifo/default/$id ]]
-    [[ ! -e $BERTH_STATE/runc/default/$id ]]
+    rt_assert_records_gone "$id"
     run v2 test -e "/sys/fs/cgroup${RT_CGROUP_PARENT}/default/$id"
     [[ $status != 0 ]]
 }

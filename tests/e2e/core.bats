@@ -252,7 +252,7 @@ plugin_field() { # ID FIELD
     grep -q "ok=2000 failed=0" "$BERTH_TEST_DIR/load.out"
     [[ $new != "$old" ]]
     [[ $(berth_rpc call echo.pid | jq -r .pid) == "$new" ]]
-    ! kill -0 "$old" 2>/dev/null
+    ! kill -0 "$old" 2>/dev/null || false
     grep -q "msg=\"replace done\" plugin=echo old_pid=$old pid=$new" "$BERTH_LOG"
     # A binary outside the plugin directory is refused.
     run berth_rpc call plugins.replace '{"id": "echo", "path": "/bin/true"}'
@@ -386,7 +386,7 @@ plugin_field() { # ID FIELD
     old=$(berth_plugin_pid echo)
     berth_rpc call echo.freeze '{"ms": 30000}'
     berth_wait_for 5 bash -c "[[ \$($BERTH_RPCTOOL -a $BERTH_SOCK call echo.pid | jq -r .pid) != $old ]]"
-    ! kill -0 "$old" 2>/dev/null
+    ! kill -0 "$old" 2>/dev/null || false
     grep -q 'msg="plugin did not answer plugin.health in time; killing it" plugin=echo' "$BERTH_LOG"
     [[ $(plugin_field echo restarts) == 1 ]]
 }
@@ -484,7 +484,7 @@ plugin_field() { # ID FIELD
     line=$(grep '"/test/hello"' "$BERTH_TEST_DIR/events.out")
     [[ $(sed 's/^stream: //' <<<"$line" | jq -r '.publisher + " " + .namespace + " " + .event.k') == "echo ns2 v" ]]
     [[ $(sed 's/^stream: //' <<<"$line" | jq -r .boot_id) == "$(berth_rpc call version | jq -r .boot_id)" ]]
-    ! grep -q '/other/ignored' "$BERTH_TEST_DIR/events.out"
+    ! grep -q '/other/ignored' "$BERTH_TEST_DIR/events.out" || false
 }
 
 @test "sd_notify READY=1 is sent once all plugins are ready" {
@@ -509,7 +509,7 @@ with open(sys.argv[2], "w") as f:
     grep -q "READY=1" "$EXTRA_DIR/notify.out"
     grep -q "all plugins ready" "$EXTRA_DIR/notify.out"
     # Plugins do not inherit NOTIFY_SOCKET.
-    ! tr '\0' '\n' <"/proc/$(berth_plugin_pid echo)/environ" | grep -q NOTIFY_SOCKET
+    ! tr '\0' '\n' <"/proc/$(berth_plugin_pid echo)/environ" | grep -q NOTIFY_SOCKET || false
 }
 
 @test "SIGTERM stops plugins and the daemon within 10 s and removes its sockets" {
@@ -524,10 +524,10 @@ with open(sys.argv[2], "w") as f:
         kill -0 "$BERTH_PID" 2>/dev/null || break
         sleep 0.1
     done
-    ! kill -0 "$BERTH_PID" 2>/dev/null
+    ! kill -0 "$BERTH_PID" 2>/dev/null || false
     ((SECONDS <= 10))
-    ! kill -0 "$echo_pid" 2>/dev/null
-    ! kill -0 "$py_pid" 2>/dev/null
+    ! kill -0 "$echo_pid" 2>/dev/null || false
+    ! kill -0 "$py_pid" 2>/dev/null || false
     [[ ! -e $BERTH_SOCK ]]
     [[ ! -e $BERTH_STATE/plugins.sock ]]
     grep -q 'msg="berthd stopped"' "$BERTH_LOG"

@@ -107,12 +107,12 @@ transfer_released() {
     local p
     p=$(plugin_field transfer pid)
     [[ $(plugin_field transfer status) == ok && -n $p && $p != 0 && $p != "$1" ]] || return 1
-    ! grep -qE 'berth-transfer-(impl|archive)\.so|libcurl|libarchive|libcrypto' "/proc/$p/maps"
+    ! grep -qE 'berth-transfer-(impl|archive)\.so|libcurl|libarchive|libcrypto' "/proc/$p/maps" || false
 }
 
 overlay_released() {
     ! grep -qE 'berth-snapshot-overlay-apply\.so|libarchive|libxml2|libicuuc' \
-        "/proc/$(plugin_field snapshot-overlay pid)/maps"
+        "/proc/$(plugin_field snapshot-overlay pid)/maps" || false
 }
 
 log_count() { # PATTERN: lines of the daemon log matching it (fixed string)

@@ -53,17 +53,8 @@ teardown() {
 # runc state, mounts.
 assert_gone() {
     local id=$1
-    run berth containers ls -q
-    [[ $status == 0 ]]
-    ! grep -qx -- "$id" <<<"$output"
-    run berth tasks ls -q
-    ! grep -qx -- "$id" <<<"$output"
-    run berth snapshots ls
-    ! awk '{print $1}' <<<"$output" | grep -qx -- "$id"
-    [[ ! -e $BERTH_STATE/runtime/default/$id ]]
-    [[ ! -e $BERTH_STATE/fifo/default/$id ]]
-    [[ ! -e $BERTH_STATE/runc/default/$id ]]
-    ! grep -q -- "$BERTH_STATE/runtime/default/$id/" /proc/self/mountinfo
+    rt_assert_records_gone "$id"
+    ! grep -q -- "$BERTH_STATE/runtime/default/$id/" /proc/self/mountinfo || false
     # Its cgroups (the shim removes them itself when runc delete has nothing
     # else to do), in every hierarchy.
     local c
@@ -115,7 +106,7 @@ runtime_restarted() { # OLD-PID
     run berth containers ls -q
     grep -qx keep1 <<<"$output"
     run berth tasks ls -q
-    ! grep -qx keep1 <<<"$output"
+    ! grep -qx keep1 <<<"$output" || false
     run berth containers info keep1
     [[ $status == 0 ]]
     [[ $(jq -r '.spec.process.args[0]' <<<"$output") == true ]]
@@ -230,7 +221,7 @@ runtime_restarted() { # OLD-PID
     run berth tasks rm det1
     [[ $status == 0 ]]
     [[ ! -e $BERTH_STATE/runtime/default/det1 ]]
-    ! grep -q -- "$BERTH_STATE/runtime/default/det1/" /proc/self/mountinfo
+    ! grep -q -- "$BERTH_STATE/runtime/default/det1/" /proc/self/mountinfo || false
     run berth containers rm det1
     [[ $status == 0 ]]
     assert_gone det1

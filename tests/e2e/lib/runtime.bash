@@ -69,6 +69,22 @@ rt_start() {
     rt_import_busybox "$FIX"
 }
 
+# Nothing of container $1 is left in berth: record, task, snapshot,
+# bundle, FIFOs, runc state. (The suites add their cgroup and mount checks.)
+rt_assert_records_gone() { # ID
+    local id=$1
+    run berth containers ls -q
+    [[ $status == 0 ]]
+    ! grep -qx -- "$id" <<<"$output" || false
+    run berth tasks ls -q
+    ! grep -qx -- "$id" <<<"$output" || false
+    run berth snapshots ls
+    ! awk '{print $1}' <<<"$output" | grep -qx -- "$id" || false
+    [[ ! -e $BERTH_STATE/runtime/default/$id ]]
+    [[ ! -e $BERTH_STATE/fifo/default/$id ]]
+    [[ ! -e $BERTH_STATE/runc/default/$id ]]
+}
+
 task_field() { # ID FIELD (of `berth tasks ls --format json`; empty if no task)
     berth tasks ls --format json | jq -r --arg id "$1" ".[] | select(.id == \$id) | .$2"
 }
